@@ -1,0 +1,20 @@
+"""Exception types of the core, one per failure class.
+
+Every message says what was expected, what was found, and how to fix it.
+"""
+
+
+class MixGRPOError(Exception):
+    """Base class of every error the core raises on purpose."""
+
+
+class ScheduleError(MixGRPOError, ValueError):
+    """A time grid, window or sampling plan that cannot work.
+
+    Examples: a window larger than the schedule, a negative shift, a compression ratio
+    outside (0, 1], an unknown window strategy or solver name.
+    """
+
+
+class ResumeError(MixGRPOError, ValueError):
+    """Saved state that does not belong to the object it is loaded into."""

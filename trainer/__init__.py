@@ -1,0 +1,1 @@
+"""Headless MixGRPO trainer (``python -m trainer.run``). Built on :mod:`mixgrpo`; never imports ``nodes/``."""
