@@ -6,7 +6,7 @@ Pure PyTorch. Never imports ComfyUI or diffusers, so the node pack and the train
 from .errors import MixGRPOError, ResumeError, ScheduleError
 from .grpo import group_advantages, group_zscore, kl_to_reference, ppo_clip_loss
 from .plan import MODES, SamplingPlan, build_plan, dance_train_steps, plan_from_sigmas
-from .rollout import Rollout, StepInfo, Transition, rollout, transition_log_prob
+from .rollout import Rollout, StepInfo, Transition, mixed_rollout, transition_log_prob
 from .schedule import (
     NFECount,
     compress_after,
@@ -29,7 +29,7 @@ __all__ = [
     "MODES", "STRATEGIES", "MixGRPOError", "NFECount", "ResumeError", "Rollout", "SamplingPlan",
     "ScheduleError", "StepInfo", "Transition", "WindowConfig", "WindowSchedule", "build_plan",
     "compress_after", "dance_train_steps", "flash_nfe", "flux_mu", "flux_shift", "flux_sigma_schedule",
-    "group_advantages", "group_zscore", "kl_to_reference", "plan_from_sigmas", "ppo_clip_loss", "rollout",
+    "group_advantages", "group_zscore", "kl_to_reference", "mixed_rollout", "plan_from_sigmas", "ppo_clip_loss",
     "shift_time", "sigma_schedule", "sigma_to_timestep", "timestep_to_sigma", "transition_log_prob",
     "uniform_times", "unshift_sigma",
 ]

@@ -15,7 +15,8 @@ flash_star     window (flow, 0.7)       dpm2m (midpoint)     0.2 (trainer freeze
 dancegrpo      every step (dance, 0.3)  —                    off
 =============  =======================  ===================  =========================
 
-ODE steps before the window are always Euler on the original grid.
+ODE steps before the window are always Euler on the original grid; an empty window means
+plain ODE sampling with the chosen solver.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class SamplingPlan:
 
     ``sde_steps``: stochastic steps; all other steps are deterministic ODE steps.
     ``recorded_steps``: SDE steps whose transitions are returned for training.
-    ``solver``: ODE solver used after the first SDE step (``euler``, ``dpm2m``, ``dpm2m_heun``).
+    ``solver``: ODE solver after the window (``euler``, ``dpm2m``, ``dpm2m_heun``); steps before
+    the window are Euler. A plan with no SDE step (an empty window) is plain ODE sampling with
+    ``solver`` throughout.
     """
 
     sigmas: tuple[float, ...]
@@ -89,7 +92,7 @@ class SamplingPlan:
         if index in self.sde_steps:
             return "sde"
         first = self.first_sde_step
-        return "euler" if first is None or index < first else self.solver
+        return "euler" if first is not None and index < first else self.solver
 
     def sigmas_tensor(self) -> torch.Tensor:
         return torch.tensor(self.sigmas, dtype=torch.float32)
@@ -106,6 +109,8 @@ def plan_from_sigmas(sigmas, window: range, *, mode: str = "mixgrpo", shift: flo
                      compression: float | None = None, record: tuple[int, ...] | None = None) -> SamplingPlan:
     """Plan over a given σ grid with SDE steps ``window`` (ignored by ``dancegrpo``: all steps SDE).
 
+    An empty window (``range(0)``) gives deterministic ODE sampling, e.g. for evaluation.
+
     Flash compression (``compression < 1``) rebuilds the grid after the window in unshifted time,
     which needs the grid's ``shift``. ``record`` defaults to the window, or for ``dancegrpo`` to
     every step but the last (the transition to σ = 0 is never trained).
@@ -117,7 +122,7 @@ def plan_from_sigmas(sigmas, window: range, *, mode: str = "mixgrpo", shift: flo
         sde = range(n)
         default_record = tuple(range(n - 1)) if n > 1 else (0,)
     else:
-        if len(window) == 0 or window.start < 0 or window.stop > n:
+        if len(window) and (window.start < 0 or window.stop > n):
             raise ScheduleError(
                 f"window {list(window)} does not fit a {n}-step schedule (valid step indices 0..{n - 1}). "
                 "Lower the window start or size, or raise the number of steps."
@@ -125,7 +130,7 @@ def plan_from_sigmas(sigmas, window: range, *, mode: str = "mixgrpo", shift: flo
         sde = window
         default_record = tuple(window)
     compressed_from = None
-    if opts["compression"] < 1.0 and mode != "dancegrpo":
+    if opts["compression"] < 1.0 and mode != "dancegrpo" and len(window):
         if shift is None:
             raise ScheduleError("Flash compression needs the grid's shift to rebuild it in unshifted time.")
         new = compress_after(sigmas, window.stop - 1, opts["compression"], shift)

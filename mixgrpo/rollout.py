@@ -91,7 +91,7 @@ def _sigma_batch(sigma: float, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def rollout(velocity: VelocityFn, noise: Tensor, plan: SamplingPlan, cond: Any = None, group_size: int = 1,
+def mixed_rollout(velocity: VelocityFn, noise: Tensor, plan: SamplingPlan, cond: Any = None, group_size: int = 1,
             generator: Generators = None, share_trunk: bool = True, keep_previews: bool = False,
             callback: Callable[[StepInfo], None] | None = None) -> Rollout:
     """Sample ``noise.shape[0]`` groups of ``group_size`` trajectories along ``plan``.
@@ -151,7 +151,7 @@ def rollout(velocity: VelocityFn, noise: Tensor, plan: SamplingPlan, cond: Any =
 def transition_log_prob(velocity: VelocityFn, transition: Transition, cond: Any, plan: SamplingPlan) -> Tensor:
     """Log-prob of a stored transition under the current policy ``velocity`` (differentiable).
 
-    Uses exactly the arithmetic of :func:`rollout`, so an unchanged policy reproduces the stored
+    Uses exactly the arithmetic of :func:`mixed_rollout`, so an unchanged policy reproduces the stored
     ``log_prob``: the on-policy ratio is 1 up to the model's own batch numerics.
     ``cond`` must be batched like ``transition.x`` (``G·N`` rows).
     """
