@@ -18,3 +18,15 @@ class ScheduleError(MixGRPOError, ValueError):
 
 class ResumeError(MixGRPOError, ValueError):
     """Saved state that does not belong to the object it is loaded into."""
+
+
+class PromptError(MixGRPOError, ValueError):
+    """A prompt that is empty or cannot be understood (e.g. by the rule-based shapes reward)."""
+
+
+class ImageInputError(MixGRPOError, ValueError):
+    """Images of the wrong shape, dtype or value range for a reward or a model."""
+
+
+class ModelLoadError(MixGRPOError, OSError):
+    """A model folder or weight file that is missing, incomplete or of an unsupported architecture."""
