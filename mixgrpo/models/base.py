@@ -1,0 +1,108 @@
+"""The one interface every flow model offers to the trainer and the nodes.
+
+Latents are always in the spatial layout ``[B, C, h, w]`` (C = 16, h = H/8 for FLUX and SD3), so
+the core's rollout sees one shape whatever the model packs internally. Conditioning is a dict of
+tensors batched along dim 0: encode once, cache it, free the text encoders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from ..errors import ModelLoadError
+from ..schedule import sigma_to_timestep
+
+
+class FlowModelAdapter(ABC):
+    """``encode_prompts`` → cond; ``velocity(x, σ, cond)`` → v ≈ ε − x0; ``decode`` → images in [0, 1]."""
+
+    #: how the timestep handed to the transformer relates to σ: ``timestep = scale·σ``
+    timestep_scale: float = 1.0
+    #: model-side divisor of the pixel size (VAE down-sampling × patch size)
+    resolution_multiple: int = 16
+
+    def __init__(self, pipe, quantize_timesteps: bool = False):
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        self.quantize_timesteps = quantize_timesteps
+
+    # -- placement --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    def to(self, device=None, dtype=None) -> "FlowModelAdapter":
+        self.pipe.to(device=device, dtype=dtype)
+        return self
+
+    # -- shapes -----------------------------------------------------------------------------
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(C, H/8, W/8)``; the size must divide by the VAE factor times the patch size."""
+        m = self.resolution_multiple
+        if height % m or width % m or height <= 0 or width <= 0:
+            raise ModelLoadError(
+                f"{type(self).__name__} needs a height and width divisible by {m} (VAE ×{self.vae_scale}, "
+                f"patch 2); got {height}×{width}. Try {max(m, round(height / m) * m)}×{max(m, round(width / m) * m)}.")
+        return self.latent_channels, height // self.vae_scale, width // self.vae_scale
+
+    def model_timestep(self, sigma: Tensor) -> Tensor:
+        """The timestep the transformer sees for σ: the same function in rollout and training."""
+        if self.quantize_timesteps:
+            return torch.floor(sigma.float() * 1000.0 + 1e-6) / 1000.0 * self.timestep_scale
+        return sigma.float() * self.timestep_scale
+
+    # -- the three calls --------------------------------------------------------------------
+    @abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
+        ...
+
+    @abstractmethod
+    def velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        ...
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        """``x = VAE(latents / scaling + shift)`` mapped from [−1, 1] to [0, 1], float32."""
+        cfg = self.vae.config
+        z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        return (self.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1)
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        return self.velocity(x, sigma, cond)
+
+    # -- LoRA --------------------------------------------------------------------------------
+    def add_lora(self, rank: int = 16, alpha: float | None = None, target_modules=None, name: str = "mixgrpo"):
+        """Attach a peft LoRA adapter to the transformer (only its weights then train)."""
+        from peft import LoraConfig
+
+        targets = target_modules or ["to_q", "to_k", "to_v", "to_out.0"]
+        self.transformer.requires_grad_(False)
+        self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets,
+                                                init_lora_weights=True), adapter_name=name)
+        return [p for p in self.transformer.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def reference(self):
+        """Run the base model with the LoRA adapter switched off (the KL reference)."""
+        self.transformer.disable_adapters()
+        try:
+            yield self
+        finally:
+            self.transformer.enable_adapters()

@@ -1,0 +1,55 @@
+"""Load a diffusers-layout folder (or a hub id on a user's machine) as a :class:`FlowModelAdapter`.
+
+The pipeline class named in ``model_index.json`` picks the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelLoadError
+from .base import FlowModelAdapter
+
+SUPPORTED = {"FluxPipeline": "flux", "StableDiffusion3Pipeline": "sd3"}
+REQUIRED = {"flux": ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"),
+            "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "scheduler")}
+
+
+def read_model_index(path: str | Path) -> dict:
+    folder = Path(path)
+    index = folder / "model_index.json"
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder {folder} does not exist. Pass the folder of a diffusers pipeline "
+                             "(it holds model_index.json, transformer/, vae/, text encoders and tokenizers).")
+    if not index.is_file():
+        raise ModelLoadError(f"{folder} has no model_index.json: it is not a diffusers pipeline folder. "
+                             "Save one with pipeline.save_pretrained(folder) or download the full repository.")
+    return json.loads(index.read_text())
+
+
+def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                    **adapter_options) -> FlowModelAdapter:
+    """Load the pipeline at ``path`` and wrap it; clear errors for missing or unsupported folders."""
+    index = read_model_index(path)
+    pipeline_class = index.get("_class_name")
+    kind = SUPPORTED.get(pipeline_class)
+    if kind is None:
+        raise ModelLoadError(f"{path} holds a {pipeline_class!r}, which is not a supported flow model. "
+                             f"Supported: {', '.join(SUPPORTED)} (rectified-flow FLUX and SD3 / SD3.5).")
+    missing = [c for c in REQUIRED[kind] if not (Path(path) / c).is_dir()]
+    if missing:
+        raise ModelLoadError(f"{path} is incomplete: missing component folder(s) {missing} of a {pipeline_class}. "
+                             "Copy the whole pipeline repository, not only the transformer weights.")
+    if kind == "flux":
+        from diffusers import FluxPipeline
+
+        from .flux import FluxAdapter
+        return FluxAdapter(FluxPipeline.from_pretrained(str(path), torch_dtype=dtype).to(device), **adapter_options)
+    from diffusers import StableDiffusion3Pipeline
+
+    from .sd3 import SD3Adapter
+    return SD3Adapter(StableDiffusion3Pipeline.from_pretrained(str(path), torch_dtype=dtype).to(device),
+                      **adapter_options)

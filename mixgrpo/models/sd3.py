@@ -1,0 +1,36 @@
+"""diffusers Stable Diffusion 3 / 3.5 behind :class:`FlowModelAdapter`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import FlowModelAdapter
+
+
+class SD3Adapter(FlowModelAdapter):
+    """SD3: spatial latents go in as they are; the transformer takes ``timestep = 1000·σ``."""
+
+    timestep_scale = 1000.0
+
+    def __init__(self, pipe, max_sequence_length: int = 256, quantize_timesteps: bool = False):
+        super().__init__(pipe, quantize_timesteps)
+        self.max_sequence_length = max_sequence_length
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
+        """Two CLIP encoders (pooled, concatenated) and T5 (sequence), no classifier-free guidance."""
+        embeds, _, pooled, _ = self.pipe.encode_prompt(
+            prompts, prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    def velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        dtype = self.dtype
+        return self.transformer(
+            hidden_states=x.to(dtype),
+            timestep=self.model_timestep(sigma).to(dtype),
+            encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+            pooled_projections=cond["pooled_prompt_embeds"].to(dtype),
+            return_dict=False,
+        )[0]

@@ -1,0 +1,134 @@
+"""Model adapters on tiny random FLUX and SD3 pipelines written to temporary folders (offline)."""
+
+import json
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from mixgrpo import (ModelLoadError, build_plan, flux_sigma_schedule, mixed_rollout,  # noqa: E402
+                     plan_from_sigmas, uniform_times)
+from mixgrpo.models import load_flow_model  # noqa: E402
+from mixgrpo.models.flux import pack_latents, unpack_latents  # noqa: E402
+from mixgrpo.models.tiny import build_tiny_flux, build_tiny_sd3  # noqa: E402
+
+pytestmark = pytest.mark.models
+
+PROMPTS = ["a red circle", "two blue squares above a green triangle"]
+
+
+@pytest.fixture(scope="module")
+def flux_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_flux")
+    build_tiny_flux(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sd3_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_sd3")
+    build_tiny_sd3(path)
+    return path
+
+
+def test_pack_unpack_round_trip():
+    x = torch.randn(2, 16, 8, 6)
+    tokens = pack_latents(x)
+    assert tokens.shape == (2, 12, 64)
+    assert torch.equal(tokens[0, 0, :4], x[0, 0, :2, :2].reshape(-1))  # one token = one 2×2 patch
+    assert torch.equal(unpack_latents(tokens, 8, 6), x)
+
+
+def test_flux_adapter_ode_rollout_equals_flux_pipeline(flux_dir):
+    """Same σ grid, noise and conditioning: our rollout (empty window) ≡ FluxPipeline + its scheduler."""
+    from diffusers import FluxPipeline
+
+    model = load_flow_model(flux_dir)
+    pipe = FluxPipeline.from_pretrained(str(flux_dir))
+    steps, size = 6, 128
+    noise = torch.randn(2, *model.latent_shape(size, size), generator=torch.Generator().manual_seed(0))
+    ref = pipe(PROMPTS, height=size, width=size, num_inference_steps=steps, latents=pack_latents(noise),
+               output_type="latent", max_sequence_length=model.max_sequence_length).images
+    assert torch.allclose(pipe.scheduler.sigmas.double(), torch.tensor(flux_sigma_schedule(steps, size, size), dtype=torch.float64),
+                          atol=1e-6)
+
+    plan = plan_from_sigmas(flux_sigma_schedule(steps, size, size), range(0))
+    cond = model.encode_prompts(PROMPTS)
+    ours = mixed_rollout(model.velocity, noise, plan, cond).samples
+    assert (ours - unpack_latents(ref, 16, 16)).abs().max() <= 1e-4
+
+    images = pipe(PROMPTS, height=size, width=size, num_inference_steps=steps, latents=pack_latents(noise),
+                  output_type="pt", max_sequence_length=model.max_sequence_length).images
+    decoded = model.decode(ours)
+    assert decoded.shape == (2, 3, size, size) and 0 <= decoded.min() and decoded.max() <= 1
+    assert (decoded - images).abs().max() <= 1e-4
+
+
+def test_sd3_adapter_ode_rollout_equals_sd3_pipeline(sd3_dir):
+    from diffusers import StableDiffusion3Pipeline
+
+    model = load_flow_model(sd3_dir)
+    pipe = StableDiffusion3Pipeline.from_pretrained(str(sd3_dir))
+    steps = 4
+    noise = torch.randn(2, *model.latent_shape(128, 128), generator=torch.Generator().manual_seed(1))
+    # SD3's scheduler spaces its default grid down to σ_min, not 1/T: hand it our unshifted times
+    ref = pipe(PROMPTS, height=128, width=128, num_inference_steps=steps, sigmas=uniform_times(steps)[:-1],
+               latents=noise, guidance_scale=1.0, output_type="latent",
+               max_sequence_length=model.max_sequence_length).images
+    plan = build_plan("mixgrpo", num_steps=steps, shift=3.0, window_size=0)
+    assert torch.allclose(pipe.scheduler.sigmas.double(), torch.tensor(plan.sigmas, dtype=torch.float64), atol=1e-6)
+    ours = mixed_rollout(model.velocity, noise, plan, model.encode_prompts(PROMPTS)).samples
+    assert (ours - ref).abs().max() <= 1e-4
+
+
+def test_mixgrpo_rollout_through_the_flux_adapter(flux_dir):
+    model = load_flow_model(flux_dir)
+    cond = model.encode_prompts(PROMPTS)
+    plan = build_plan("mixgrpo", num_steps=6, shift=3.0, window_start=1, window_size=2)
+    out = mixed_rollout(model.velocity, torch.randn(2, 16, 8, 8), plan, cond, group_size=3,
+                        generator=torch.Generator().manual_seed(0))
+    assert out.samples.shape == (6, 16, 8, 8) and len(out.transitions) == 2
+    assert out.network_evals == 2 * 1 + 6 * 5  # one trunk step per group, then 6 rows
+
+
+def test_lora_trains_alone_and_reference_switches_it_off(flux_dir):
+    model = load_flow_model(flux_dir)
+    cond = model.encode_prompts(PROMPTS[:1])
+    x, sigma = torch.randn(1, 16, 8, 8), torch.tensor([0.7])
+    with torch.no_grad():
+        base = model.velocity(x, sigma, cond)
+    params = model.add_lora(rank=4)
+    assert params and all("lora" in n for n, p in model.transformer.named_parameters() if p.requires_grad)
+    with torch.no_grad():
+        assert torch.allclose(model.velocity(x, sigma, cond), base, atol=1e-6)  # LoRA B starts at 0
+        for p in params:
+            p.add_(0.05)
+        tuned = model.velocity(x, sigma, cond)
+        with model.reference():
+            reference = model.velocity(x, sigma, cond)
+        again = model.velocity(x, sigma, cond)
+    assert (tuned - base).abs().max() > 1e-3
+    assert torch.allclose(reference, base, atol=1e-6)
+    assert torch.equal(again, tuned)
+
+
+def test_quantised_timesteps_are_floor_1000_sigma(flux_dir):
+    model = load_flow_model(flux_dir, quantize_timesteps=True)
+    assert model.model_timestep(torch.tensor([0.98765, 0.5])).tolist() == pytest.approx([0.987, 0.5])
+
+
+def test_clear_errors(tmp_path, flux_dir):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_flow_model(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError, match="no model_index.json"):
+        load_flow_model(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(ModelLoadError, match="not a supported flow model"):
+        load_flow_model(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ModelLoadError, match="incomplete: missing component"):
+        load_flow_model(tmp_path)
+    with pytest.raises(ModelLoadError, match="divisible by 16"):
+        load_flow_model(flux_dir).latent_shape(120, 128)
