@@ -44,6 +44,12 @@ class FlowModelAdapter(ABC):
         self.pipe.to(device=device, dtype=dtype)
         return self
 
+    def release_text_encoders(self) -> None:
+        """Drop the text encoders once prompts are encoded and cached (saves their memory)."""
+        for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+            if getattr(self.pipe, name, None) is not None:
+                setattr(self.pipe, name, None)
+
     # -- shapes -----------------------------------------------------------------------------
     @property
     def latent_channels(self) -> int:

@@ -91,6 +91,11 @@ def test_mixgrpo_rollout_through_the_flux_adapter(flux_dir):
                         generator=torch.Generator().manual_seed(0))
     assert out.samples.shape == (6, 16, 8, 8) and len(out.transitions) == 2
     assert out.network_evals == 2 * 1 + 6 * 5  # one trunk step per group, then 6 rows
+    model.release_text_encoders()  # cached conditioning keeps working without them
+    assert model.pipe.text_encoder is None and model.pipe.text_encoder_2 is None
+    again = mixed_rollout(model.velocity, torch.randn(2, 16, 8, 8), plan, cond, group_size=3,
+                          generator=torch.Generator().manual_seed(0))
+    assert again.samples.shape == (6, 16, 8, 8)
 
 
 def test_lora_trains_alone_and_reference_switches_it_off(flux_dir):
