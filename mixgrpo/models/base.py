@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelLoadError
-from ..schedule import sigma_to_timestep
 
 
 class FlowModelAdapter(ABC):

@@ -1,6 +1,5 @@
 """Mixed SDE/ODE rollouts: end distributions, shared trunk, records, NFE, numerics."""
 
-import math
 
 import pytest
 import torch
