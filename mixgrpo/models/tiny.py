@@ -4,7 +4,8 @@ Used by tests (and as the starting point of the embedded model): every component
 diffusers / transformers class, so the folder loads with ``FluxPipeline.from_pretrained`` or
 ``StableDiffusion3Pipeline.from_pretrained`` under ``HF_HUB_OFFLINE=1`` and goes through the same
 adapter code as FLUX.1-dev. Tokenizers are built from a vocabulary list, with no download:
-CLIP's is character-level BPE (no merges), T5's a unigram model over whole words plus characters.
+CLIP's is a BPE whose merges spell whole words, T5's a unigram model over whole words, both falling
+back to characters for anything else.
 
 Latent layout: 16 channels, 8× down-sampling (FLUX's); 2×2 packing happens inside the transformer
 adapter, so 128×128 images → 16×16 latents → 64 tokens.
@@ -37,15 +38,40 @@ class TinyConfig:
     max_text_tokens: int = 32
 
 
+def _bpe_words(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Apply BPE merges (lowest rank first) to a word split into symbols."""
+    while len(parts) > 1:
+        pairs = [(ranks.get(p, None), i) for i, p in enumerate(zip(parts, parts[1:]))]
+        pairs = [(r, i) for r, i in pairs if r is not None]
+        if not pairs:
+            break
+        _, i = min(pairs)
+        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
+    return parts
+
+
 def clip_tokenizer(words=DEFAULT_WORDS):
-    """Character-level CLIP BPE tokenizer (vocabulary: specials, characters, characters + ``</w>``)."""
+    """CLIP BPE tokenizer whose merges make each of ``words`` one token; other text falls back to characters.
+
+    Merges are grown word by word: apply the merges so far, and while the word is still in pieces,
+    append a merge of its first two pieces. Appended merges rank last, so they never change how an
+    earlier word is split.
+    """
     from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in string.ascii_lowercase + string.digits + "-'":
         vocab.setdefault(c, len(vocab))
         vocab.setdefault(c + "</w>", len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    ranks: dict[tuple[str, str], int] = {}
+    for word in dict.fromkeys(w.lower() for w in words):
+        parts = _bpe_words(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+        while len(parts) > 1:
+            ranks[(parts[0], parts[1])] = len(ranks)
+            vocab.setdefault(parts[0] + parts[1], len(vocab))
+            parts = _bpe_words(parts, ranks)
+    merges = sorted(ranks, key=ranks.get)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def t5_tokenizer(words=DEFAULT_WORDS):

@@ -137,3 +137,13 @@ def test_clear_errors(tmp_path, flux_dir):
         load_flow_model(tmp_path)
     with pytest.raises(ModelLoadError, match="divisible by 16"):
         load_flow_model(flux_dir).latent_shape(120, 128)
+
+
+def test_offline_tokenizers_keep_world_words_whole():
+    from mixgrpo.models.tiny import clip_tokenizer, t5_tokenizer
+
+    text = "three red circles left of an orange triangle"
+    clip, t5 = clip_tokenizer(), t5_tokenizer()
+    assert clip.convert_ids_to_tokens(clip(text).input_ids)[1:-1] == [w + "</w>" for w in text.split()]
+    assert t5.convert_ids_to_tokens(t5(text).input_ids)[:-1] == ["▁" + w for w in text.split()]
+    assert len(clip("zebra").input_ids) == 2 + 5  # unknown words fall back to characters
