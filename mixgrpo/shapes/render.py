@@ -1,0 +1,181 @@
+"""Ground-truth renders of shapes prompts: plain background, flat palette-coloured shapes.
+
+Layout rules (all lengths are fractions of the image side, the origin is the top-left corner):
+
+- every instance gets a half-size ``r ~ U(0.09, 0.15)``: a circle of radius r, an axis-aligned
+  square of side 2r, an upright isosceles triangle with apex ``(cx, cy − r)`` and base corners
+  ``(cx ± r, cy + r)``; the colour is the group's, or a uniformly drawn palette colour for an
+  uncoloured group (per instance);
+- centres are uniform inside the image with a margin ``r + 0.03`` — or inside the group's
+  position region: left ``cx ≤ 0.3``, right ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom ``cy ≥ 0.7``,
+  centre ``|cx − ½|, |cy − ½| ≤ 0.05`` (≤ 0.15 for a group of several, which needs the room);
+- bounding boxes keep a gap of at least 0.04 between instances;
+- a relation holds with a clear margin: for "above", the subject centre is at least 0.25 higher
+  than the reference centre and no further sideways than up (``|dx| ≤ |dy|``); likewise below,
+  left of, right of;
+- layouts are drawn by rejection (500 tries, then every radius shrinks by 15 % and it tries again;
+  after 20 rounds a prompt whose positions and relation contradict each other raises
+  :class:`~mixgrpo.errors.PromptError`);
+- the background is a dark or light grey with a faint tint (:mod:`mixgrpo.shapes.world`).
+
+Drawing uses PIL at twice the size, then a 2×2 box reduction, so edges are anti-aliased.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..errors import PromptError
+from .prompts import ObjectSpec, PromptSpec, parse_prompt
+from .world import (
+    BACKGROUND_DARK,
+    BACKGROUND_LIGHT,
+    BACKGROUND_TINT,
+    COLOURS,
+    PALETTE_RGB255,
+)
+
+RADIUS_RANGE = (0.09, 0.15)
+MARGIN = 0.03
+GAP = 0.04
+RELATION_MIN_OFFSET = 0.25
+SUPERSAMPLE = 2
+
+# position → (cx range, cy range) of the centre; None: anywhere within the margin
+_REGIONS: dict[str | None, tuple[tuple[float, float], tuple[float, float]]] = {
+    None: ((0.0, 1.0), (0.0, 1.0)),
+    "left": ((0.0, 0.3), (0.0, 1.0)),
+    "right": ((0.7, 1.0), (0.0, 1.0)),
+    "top": ((0.0, 1.0), (0.0, 0.3)),
+    "bottom": ((0.0, 1.0), (0.7, 1.0)),
+    "centre": ((0.45, 0.55), (0.45, 0.55)),
+    "centre, several": ((0.35, 0.65), (0.35, 0.65)),
+}
+
+
+@dataclass(frozen=True)
+class PlacedObject:
+    """One drawn instance: centre ``(cx, cy)`` and half-size ``radius``, as fractions of the side."""
+
+    shape: str
+    colour: str
+    cx: float
+    cy: float
+    radius: float
+    group: int  # index of its group in ``spec.objects``
+
+
+def _as_spec(spec_or_prompt: PromptSpec | str) -> PromptSpec:
+    return parse_prompt(spec_or_prompt) if isinstance(spec_or_prompt, str) else spec_or_prompt
+
+
+def _make_rng(generator: torch.Generator | None, seed: int | None) -> np.random.Generator:
+    if generator is not None:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return np.random.default_rng(seed)
+
+
+def _relation_holds(relation: str, subject: PlacedObject, reference: PlacedObject) -> bool:
+    dx, dy = subject.cx - reference.cx, subject.cy - reference.cy
+    along, across = {"above": (-dy, dx), "below": (dy, dx), "left_of": (-dx, dy), "right_of": (dx, dy)}[relation]
+    return along >= RELATION_MIN_OFFSET and abs(across) <= along
+
+
+def _separated(a: PlacedObject, b: PlacedObject) -> bool:
+    reach = a.radius + b.radius + GAP
+    return abs(a.cx - b.cx) >= reach or abs(a.cy - b.cy) >= reach
+
+
+def _try_layout(spec: PromptSpec, colours: list[str], radii: list[float], rng) -> list[PlacedObject] | None:
+    placed: list[PlacedObject] = []
+    k = 0
+    for g, obj in enumerate(spec.objects):
+        region = "centre, several" if obj.position == "centre" and obj.count > 1 else obj.position
+        (x0, x1), (y0, y1) = _REGIONS[region]
+        for _ in range(obj.count):
+            r = radii[k]
+            lo_x, hi_x = max(x0, r + MARGIN), min(x1, 1 - r - MARGIN)
+            lo_y, hi_y = max(y0, r + MARGIN), min(y1, 1 - r - MARGIN)
+            if lo_x > hi_x or lo_y > hi_y:
+                return None
+            new = PlacedObject(obj.shape, colours[k], float(rng.uniform(lo_x, hi_x)),
+                               float(rng.uniform(lo_y, hi_y)), r, g)
+            if not all(_separated(new, old) for old in placed):
+                return None
+            placed.append(new)
+            k += 1
+    if spec.relation is not None:
+        subjects = [p for p in placed if p.group == 0]
+        references = [p for p in placed if p.group == 1]
+        if not all(_relation_holds(spec.relation, s, r) for s in subjects for r in references):
+            return None
+    return placed
+
+
+def sample_layout(spec_or_prompt: PromptSpec | str, rng: np.random.Generator) -> list[PlacedObject]:
+    """Colours, sizes and non-overlapping positions of every instance (rules in the module docstring)."""
+    spec = _as_spec(spec_or_prompt)
+    groups: list[ObjectSpec] = [o for o in spec.objects for _ in range(o.count)]
+    colours = [o.colour if o.colour is not None else COLOURS[rng.integers(len(COLOURS))] for o in groups]
+    radii = [float(rng.uniform(*RADIUS_RANGE)) for _ in groups]
+    for _ in range(20):
+        for _ in range(500):
+            layout = _try_layout(spec, colours, radii, rng)
+            if layout is not None:
+                return layout
+        radii = [r * 0.85 for r in radii]
+    raise PromptError(f"no layout satisfies {spec.text!r}: its positions and relation contradict each other "
+                      "(e.g. 'a circle on the left to the right of a square on the right')")
+
+
+def sample_background(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A dark or light grey with a faint per-channel tint, RGB in [0, 1]."""
+    lo, hi = BACKGROUND_DARK if rng.random() < 0.5 else BACKGROUND_LIGHT
+    grey = rng.uniform(lo, hi)
+    tint = rng.uniform(-BACKGROUND_TINT, BACKGROUND_TINT, size=3)
+    return tuple(float(v) for v in np.clip(grey + tint, 0.0, 1.0))
+
+
+def draw_layout(layout: list[PlacedObject], background: tuple[float, float, float], size: int = 128) -> torch.Tensor:
+    """Paint ``layout`` on a plain ``background``: float32 ``[3, size, size]`` in [0, 1]."""
+    big = size * SUPERSAMPLE
+    image = Image.new("RGB", (big, big), tuple(round(255 * v) for v in background))
+    pen = ImageDraw.Draw(image)
+    for p in layout:
+        cx, cy, r = p.cx * big, p.cy * big, p.radius * big
+        fill = PALETTE_RGB255[p.colour]
+        if p.shape == "circle":
+            pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif p.shape == "square":
+            pen.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        else:
+            pen.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
+    image = image.reduce(SUPERSAMPLE)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def render(spec_or_prompt: PromptSpec | str, size: int = 128, generator: torch.Generator | None = None,
+           seed: int | None = None) -> torch.Tensor:
+    """Ground-truth image of a prompt (text or spec): float32 ``[3, size, size]`` in [0, 1].
+
+    Randomness comes from ``generator`` if given, else from ``seed`` (None: fresh entropy).
+    """
+    rng = _make_rng(generator, seed)
+    layout = sample_layout(spec_or_prompt, rng)
+    return draw_layout(layout, sample_background(rng), size)
+
+
+def render_batch(prompts: list[PromptSpec | str], size: int = 128, generator: torch.Generator | None = None,
+                 seed: int | None = None) -> torch.Tensor:
+    """One render per prompt: float32 ``[B, 3, size, size]``; image ``i`` uses seed ``seed + i``
+    (or draws from ``generator``), so a batch is reproducible image by image."""
+    images = []
+    for i, prompt in enumerate(prompts):
+        images.append(render(prompt, size, generator=generator, seed=None if seed is None else seed + i))
+    if not images:
+        return torch.zeros(0, 3, size, size)
+    return torch.stack(images)
