@@ -1,0 +1,88 @@
+"""HPS v2 / v2.1 on open-clip-torch against the reference scorer of ``hpsv2x==1.2.0`` (tiny random CLIP).
+
+The reference is installed with ``--no-deps`` into a test-only folder (its own pins conflict with
+ours), its model cache is pre-filled with the tiny model (its top-level ``score()`` would otherwise
+download ViT-H-14), and it is handed the checkpoint path. Both score the same 8-bit images.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mixgrpo.errors import ModelLoadError
+from mixgrpo.rewards import get_reward
+from mixgrpo.rewards.hps import HPS
+
+pytestmark = pytest.mark.models
+
+TINY = dict(embed_dim=32,
+            vision_cfg=dict(image_size=224, layers=1, width=32, head_width=16, patch_size=32),
+            text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+REFERENCE = Path.home() / ".cache" / "mixgrpo-tests" / "hpsv2x-1.2.0"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    if not (REFERENCE / "hpsv2" / "img_score.py").is_file():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(REFERENCE),
+                        "hpsv2x==1.2.0", "clint==0.5.1"], check=True)
+    sys.path.insert(0, str(REFERENCE))
+    try:
+        import hpsv2.img_score as img_score
+        from hpsv2.src.open_clip.model import CLIP
+        from hpsv2.src.open_clip.transform import image_transform
+    finally:
+        sys.path.remove(str(REFERENCE))
+    return img_score, CLIP, image_transform
+
+
+@pytest.fixture(scope="module")
+def checkpoint(reference, tmp_path_factory):
+    img_score, CLIP, image_transform = reference
+    torch.manual_seed(0)
+    model = CLIP(**TINY, output_dict=True)
+    with torch.no_grad():  # a random CLIP has near-identical features everywhere: spread them out
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path_factory.mktemp("hps") / "HPS_v2.1_compressed.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    img_score.model_dict["model"] = model
+    img_score.model_dict["preprocess_val"] = image_transform(224, is_train=False, resize_longest_max=True)
+    return path
+
+
+def _images(h, w, n, seed):
+    rng = np.random.default_rng(seed)
+    smooth = rng.random((n, 3, h // 8 + 1, w // 8 + 1))
+    array = np.kron(smooth, np.ones((1, 1, 8, 8)))[:, :, :h, :w] * 0.8 + rng.random((n, 3, h, w)) * 0.2
+    return (torch.from_numpy(array).float() * 255).round().to(torch.uint8)
+
+
+@pytest.mark.parametrize("h,w", [(128, 128), (96, 160), (300, 200)])
+def test_parity_with_the_reference_scorer(reference, checkpoint, h, w):
+    img_score = reference[0]
+    prompts = ["a red circle", "two blue squares above a green triangle", "a photo of a cat", "oily portrait"]
+    pixels = _images(h, w, len(prompts), seed=h + w)
+    ours = HPS(version="v2.1", checkpoint=checkpoint, model_config=TINY, device="cpu")
+    got = ours(pixels.float() / 255, prompts).scores
+    want = torch.tensor([float(img_score.score(Image.fromarray(p.permute(1, 2, 0).numpy()), prompt, cp=str(checkpoint),
+                                               hps_version="v2.1")[0]) for p, prompt in zip(pixels, prompts)])
+    assert got.std() > 1e-3  # the scores differ between samples, so parity means something
+    print(f"HPS parity {h}×{w}: max |ours − reference| = {(got - want).abs().max():.2e}")
+    assert (got - want).abs().max() <= 1e-5, (got, want)
+
+
+def test_registry_names_and_missing_weights(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MIXGRPO_REWARD_DIR", raising=False)
+    monkeypatch.delenv("MIXGRPO_HPS_V2_1", raising=False)
+    with pytest.raises(ModelLoadError, match="(?s)HPS_v2.1_compressed.pt.*not found.*reward_models.*huggingface.co/xswu/HPSv2"):
+        get_reward("hpsv2.1", model_config=TINY, device="cpu")
+    monkeypatch.setenv("MIXGRPO_HPS_V2_1", str(checkpoint))
+    reward = get_reward("hpsv2.1", model_config=TINY, device="cpu")
+    assert reward.name == "hpsv2.1" and reward is get_reward("hpsv2.1", model_config=TINY, device="cpu")
