@@ -34,8 +34,8 @@ def cache_dir() -> Path:
 
 
 def find_weight_file(filename: str, explicit: str | Path | None = None, env_var: str | None = None,
-                     published_at: str = "") -> Path:
-    """The path of ``filename`` by the search order above."""
+                     published_at: str = "", folder: bool = False) -> Path:
+    """The path of ``filename`` (a folder when ``folder``, e.g. a transformers model) by the order above."""
     candidates: list[Path] = []
     if explicit:
         candidates.append(Path(explicit))
@@ -45,10 +45,10 @@ def find_weight_file(filename: str, explicit: str | Path | None = None, env_var:
         candidates.append(Path(os.environ["MIXGRPO_REWARD_DIR"]) / filename)
     candidates += [d / filename for d in _SEARCH_DIRS] + [cache_dir() / filename]
     for path in candidates:
-        if path.is_file():
+        if (path.is_dir() if folder else path.is_file()):
             return path
     looked = "\n  ".join(str(p) for p in candidates)
     raise ModelLoadError(
-        f"reward weight file {filename!r} not found. Looked in:\n  {looked}\n"
+        f"reward weight {'folder' if folder else 'file'} {filename!r} not found. Looked in:\n  {looked}\n"
         f"Put it in ComfyUI's models/reward_models/, in {cache_dir()}, or point "
         f"{env_var or 'MIXGRPO_REWARD_DIR'} at it." + (f" The official file is published at {published_at}." if published_at else ""))
