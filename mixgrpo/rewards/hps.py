@@ -61,7 +61,7 @@ class HPS(Reward):
 
     def __init__(self, version: str = "v2.1", checkpoint=None, device: str | None = None,
                  dtype: torch.dtype = torch.float32, model_config: dict | None = None, batch_size: int = 16,
-                 **_unused):
+                 differentiable: bool = False, **_unused):
         import open_clip
 
         self.name = "hpsv2" if version == "v2.0" else "hpsv2.1"
@@ -73,22 +73,29 @@ class HPS(Reward):
         model.load_state_dict(load_state_dict(path))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device, dtype).eval().requires_grad_(False)
-        self.dtype, self.batch_size = dtype, batch_size
+        self.dtype, self.batch_size, self.differentiable = dtype, batch_size, differentiable
         self.tokenizer = open_clip.get_tokenizer("ViT-H-14")
         self.image_size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) \
             else model.visual.image_size
 
-    @torch.no_grad()
     def score(self, images: Tensor, prompts: list[str]) -> RewardResult:
+        """Scores under ``torch.no_grad`` unless built with ``differentiable=True`` (gradients to the images)."""
+        with torch.set_grad_enabled(self.differentiable):
+            return self._score(images, prompts)
+
+    def _score(self, images: Tensor, prompts: list[str]) -> RewardResult:
         if len(prompts) != images.shape[0]:
             raise ImageInputError(f"got {images.shape[0]} images but {len(prompts)} prompts.")
+        # a GRPO batch repeats each prompt N times: embed every distinct prompt once
+        unique = list(dict.fromkeys(prompts))
+        text_features = self.model.encode_text(self.tokenizer(unique).to(self.device), normalize=True)
+        rows = torch.tensor([unique.index(p) for p in prompts], device=self.device)
         scores = []
         for start in range(0, len(prompts), self.batch_size):
             pixels = hps_preprocess(images[start:start + self.batch_size].to(self.device), self.image_size)
-            tokens = self.tokenizer(prompts[start:start + self.batch_size]).to(self.device)
             image_features = self.model.encode_image(pixels.to(self.dtype), normalize=True)
-            text_features = self.model.encode_text(tokens, normalize=True)
-            scores.append((image_features * text_features).sum(-1).float().cpu())
+            text = text_features[rows[start:start + self.batch_size]]
+            scores.append((image_features * text).sum(-1).float().cpu())
         return RewardResult(torch.cat(scores))
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from mixgrpo.errors import ModelLoadError
-from mixgrpo.models.tiny import clip_tokenizer
 from mixgrpo.rewards import get_reward
 from mixgrpo.rewards.clip_scores import CLIPScore, PickScore
+from mixgrpo.rewards.tiny import build_tiny_clip_folder
 
 pytestmark = pytest.mark.models
 
@@ -15,22 +15,9 @@ PROMPTS = ["a red circle", "two blue squares", "a yellow triangle on the left"]
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    tokenizer = clip_tokenizer()
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=64, patch_size=16),
-        projection_dim=16, logit_scale_init_value=2.6592)
     root = tmp_path_factory.mktemp("rewards")
     for name in ("PickScore_v1", "clip"):
-        CLIPModel(config).save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-        CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(root / name)
+        build_tiny_clip_folder(root / name)
     return root
 
 

@@ -17,12 +17,11 @@ from PIL import Image
 from mixgrpo.errors import ModelLoadError
 from mixgrpo.rewards import get_reward
 from mixgrpo.rewards.hps import HPS
+from mixgrpo.rewards.tiny import TINY_OPEN_CLIP
 
 pytestmark = pytest.mark.models
 
-TINY = dict(embed_dim=32,
-            vision_cfg=dict(image_size=224, layers=1, width=32, head_width=16, patch_size=32),
-            text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+TINY = TINY_OPEN_CLIP
 REFERENCE = Path.home() / ".cache" / "mixgrpo-tests" / "hpsv2x-1.2.0"
 
 
@@ -86,3 +85,13 @@ def test_registry_names_and_missing_weights(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("MIXGRPO_HPS_V2_1", str(checkpoint))
     reward = get_reward("hpsv2.1", model_config=TINY, device="cpu")
     assert reward.name == "hpsv2.1" and reward is get_reward("hpsv2.1", model_config=TINY, device="cpu")
+
+
+def test_differentiable_mode_gives_image_gradients(checkpoint):
+    images = torch.rand(2, 3, 64, 64, requires_grad=True)
+    frozen = HPS(version="v2.1", checkpoint=checkpoint, model_config=TINY, device="cpu")
+    assert not frozen(images, ["a", "b"]).scores.requires_grad
+    scores = HPS(version="v2.1", checkpoint=checkpoint, model_config=TINY, device="cpu",
+                 differentiable=True)(images, ["a", "b"]).scores
+    scores.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
