@@ -148,6 +148,13 @@ def mixed_rollout(velocity: VelocityFn, noise: Tensor, plan: SamplingPlan, cond:
                    num_groups=num_groups, group_size=group_size, previews=previews)
 
 
+def transition_mean_std(velocity: VelocityFn, transition: Transition, cond: Any, plan: SamplingPlan):
+    """Mean and std of a stored transition's Gaussian under the policy ``velocity`` (differentiable)."""
+    x = transition.x
+    v = velocity(x, _sigma_batch(transition.sigma, x), cond).float()
+    return sde_mean_std(plan.sde_type, x, v, transition.sigma, transition.sigma_next, plan.eta)
+
+
 def transition_log_prob(velocity: VelocityFn, transition: Transition, cond: Any, plan: SamplingPlan) -> Tensor:
     """Log-prob of a stored transition under the current policy ``velocity`` (differentiable).
 
@@ -155,7 +162,10 @@ def transition_log_prob(velocity: VelocityFn, transition: Transition, cond: Any,
     ``log_prob``: the on-policy ratio is 1 up to the model's own batch numerics.
     ``cond`` must be batched like ``transition.x`` (``G·N`` rows).
     """
-    x = transition.x
-    v = velocity(x, _sigma_batch(transition.sigma, x), cond).float()
-    mean, std = sde_mean_std(plan.sde_type, x, v, transition.sigma, transition.sigma_next, plan.eta)
+    mean, std = transition_mean_std(velocity, transition, cond, plan)
     return gaussian_log_prob(transition.x_next, mean, std)
+
+
+def select_rows(transition: Transition, rows: Tensor) -> Transition:
+    """The same transition restricted to some samples (a micro-batch)."""
+    return transition._replace(x=transition.x[rows], x_next=transition.x_next[rows], log_prob=transition.log_prob[rows])

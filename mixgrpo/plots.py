@@ -1,0 +1,40 @@
+"""Figures shared by the trainer and the nodes (matplotlib, Agg backend, PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_training(history: list[dict], path: str | Path, evaluations: list[dict] | None = None) -> Path:
+    """Three panels: reward per model (and evaluation points), window start, seconds per iteration."""
+    plt = _pyplot()
+    iterations = [h["iteration"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for name in history[0]["reward"] if history else []:
+        axes[0].plot(iterations, [h["reward"][name] for h in history], label=f"train {name}", alpha=0.8)
+    if evaluations:
+        axes[0].plot([e["iteration"] for e in evaluations], [e["mean"] for e in evaluations], "o-",
+                     color="black", label="held-out eval")
+    axes[0].set(title="reward", xlabel="iteration")
+    axes[0].legend(fontsize=7)
+    axes[1].step(iterations, [h["window_start"] for h in history], where="post")
+    axes[1].set(title="window start l", xlabel="iteration", ylabel="step index")
+    axes[2].plot(iterations, [h["seconds"] for h in history], label="total")
+    axes[2].plot(iterations, [h["rollout_s"] for h in history], label="rollout")
+    axes[2].plot(iterations, [h["update_s"] for h in history], label="update")
+    axes[2].set(title="seconds per iteration", xlabel="iteration")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

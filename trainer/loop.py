@@ -1,0 +1,201 @@
+"""The training loop: rollout → decode and score → group advantages → PPO-clip updates → next window.
+
+One iteration (SPEC.md §3–4):
+
+1. ``prompts_per_iter`` prompts, each a group of ``group_size`` samples sharing one initial noise;
+   the mixed SDE/ODE rollout runs the pre-window trunk once per group and records the window.
+2. Images are decoded and scored by every reward; failed (NaN) samples are dropped with a warning.
+3. Advantages: z-score per reward within each group, weighted, clamped.
+4. ``updates_per_iter`` optimizer steps over disjoint parts of the samples (micro-batches with
+   gradient accumulation); loss ``mean(max(−A·r, −A·clip(r, 1 ± ε))) + β·KL``. On the first
+   micro-batch the policy is the rollout policy, so ``max|log r|`` is logged as the numerics bar.
+5. The window schedule advances.
+
+Every random draw of an iteration derives from (seed, iteration), so a resumed run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from mixgrpo import WindowSchedule, build_plan, dance_train_steps, group_advantages, mixed_rollout, ppo_clip_loss
+from mixgrpo.grpo import kl_to_reference
+from mixgrpo.rollout import repeat_batch, select_rows, transition_mean_std
+from mixgrpo.steps import gaussian_log_prob
+
+from .config import TrainConfig
+
+
+def derived_seed(*parts: int) -> int:
+    value = 0
+    for part in parts:
+        value = (value * 1_000_003 + int(part)) % (2**62)
+    return value
+
+
+class Trainer:
+    """Holds the model, rewards, optimizer and schedules of one run; :meth:`iteration` does one step."""
+
+    def __init__(self, config: TrainConfig, model, rewards, prompts: list[str], params: list[torch.nn.Parameter]):
+        self.cfg, self.model, self.rewards, self.prompts = config, model, rewards, prompts
+        self.params = params
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        strategy = "frozen" if config.algo == "flash_star" else config.window_strategy
+        self.windows = WindowSchedule(num_steps=config.steps, size=config.window, strategy=strategy,
+                                      shift_interval=config.shift_interval, stride=config.stride, seed=config.seed)
+        self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
+        self.nan_updates = 0
+
+    # -- pieces ------------------------------------------------------------------------------
+    def plan(self, left: int):
+        cfg = self.cfg
+        options = {}
+        if cfg.eta > 0:
+            options["eta"] = cfg.eta
+        if cfg.compression > 0:
+            options["compression"] = cfg.compression
+        return build_plan(cfg.algo, num_steps=cfg.steps, shift=cfg.shift, window_start=left,
+                          window_size=cfg.window, **options)
+
+    def conditioning(self, prompt_ids: list[int]) -> dict[str, torch.Tensor]:
+        """Text conditioning per prompt, encoded once and cached (text encoders run only for new prompts)."""
+        missing = [i for i in dict.fromkeys(prompt_ids) if i not in self.cond_cache]
+        if missing:
+            encoded = self.model.encode_prompts([self.prompts[i] for i in missing])
+            for row, i in enumerate(missing):
+                self.cond_cache[i] = {k: v[row:row + 1] for k, v in encoded.items()}
+        return {k: torch.cat([self.cond_cache[i][k] for i in prompt_ids]) for k in self.cond_cache[prompt_ids[0]]}
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        out = {}
+        for reward, _ in self.rewards:
+            result = reward(images, prompts)
+            out[reward.name] = reward.normalization(result.scores.float())
+        return out
+
+    def trained_rows(self, num_samples: int, iteration: int, steps: list[int]) -> dict[int, torch.Tensor] | None:
+        """DanceGRPO: each sample trains its own random subset of steps (None: every sample every step)."""
+        if self.cfg.algo != "dancegrpo":
+            return None
+        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, iteration, 3))
+        picks = dance_train_steps(self.cfg.steps, num_samples, self.cfg.dance_fraction, gen)
+        return {s: torch.tensor([r for r in range(num_samples) if s in picks[r]], dtype=torch.long) for s in steps}
+
+    # -- the iteration -----------------------------------------------------------------------
+    def iteration(self, iteration: int, prompt_ids: list[int]) -> dict:
+        cfg, model = self.cfg, self.model
+        started = time.perf_counter()
+        left = self.windows.left
+        plan = self.plan(left)
+        groups, n = len(prompt_ids), cfg.group_size
+        latent = model.latent_shape(cfg.resolution, cfg.resolution)
+        noise = torch.randn(groups, *latent, generator=torch.Generator().manual_seed(derived_seed(cfg.seed, iteration, 1)))
+        member_gens = [torch.Generator(device=model.device).manual_seed(derived_seed(cfg.seed, iteration, 2, m))
+                       for m in range(groups * n)]
+        cond = self.conditioning(prompt_ids)
+        model.transformer.eval()
+        rollout = mixed_rollout(model.velocity, noise.to(model.device), plan, cond, group_size=n, generator=member_gens)
+        rollout_s = time.perf_counter() - started
+
+        texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
+        with torch.no_grad():
+            images = torch.cat([model.decode(rollout.samples[i:i + 32]) for i in range(0, len(texts), 32)])
+        rewards = self.score(images, texts)
+        weights = {reward.name: w for reward, w in self.rewards}
+        adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
+        failed = torch.isnan(adv)
+        if failed.any():
+            warnings.warn(f"iteration {iteration}: {int(failed.sum())} sample(s) had no valid reward and are left out.")
+        reward_s = time.perf_counter() - started - rollout_s
+
+        stats = self.update(rollout, plan, repeat_batch(cond, n), adv, iteration)
+        self.windows.advance()
+        raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
+        return {"iteration": iteration + 1, "window_start": left, "nfe": rollout.nfe,
+                "network_evals": rollout.network_evals, "reward": raw,
+                "reward_mean": sum(weights[k] * v for k, v in raw.items()) / sum(weights.values()),
+                "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
+                "update_s": time.perf_counter() - started - rollout_s - reward_s,
+                "seconds": time.perf_counter() - started, **stats}
+
+    def policy_loss(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows) -> tuple[torch.Tensor, dict]:
+        """PPO-clip (+ KL) loss over the window transitions of the samples ``rows``."""
+        cfg = self.cfg
+        new, old, advantages, kls = [], [], [], []
+        for transition in rollout.transitions:
+            chosen = rows if dance_rows is None else rows[torch.isin(rows, dance_rows[transition.step])]
+            if len(chosen) == 0:
+                continue
+            part = select_rows(transition, chosen)
+            part_cond = {k: v[chosen] for k, v in cond.items()}
+            mean, std = transition_mean_std(self.model.velocity, part, part_cond, plan)
+            new.append(gaussian_log_prob(part.x_next, mean, std))
+            old.append(part.log_prob)
+            advantages.append(adv[chosen])
+            if cfg.kl_beta > 0:
+                with torch.no_grad(), self.model.reference():
+                    ref_mean, _ = transition_mean_std(self.model.velocity, part, part_cond, plan)
+                kls.append(kl_to_reference(mean, ref_mean, std))
+        if not new:
+            return None, {}
+        ppo = ppo_clip_loss(torch.cat(new), torch.cat(old), torch.cat(advantages), cfg.clip_range)
+        kl = torch.cat(kls).mean() if kls else torch.zeros(())
+        return ppo.loss + cfg.kl_beta * kl, {"clip_fraction": float(ppo.clip_fraction),
+                                              "max_abs_log_ratio": float(ppo.max_abs_log_ratio), "kl": float(kl)}
+
+    def update(self, rollout, plan, cond, adv: torch.Tensor, iteration: int) -> dict:
+        cfg = self.cfg
+        self.model.transformer.train()
+        valid = torch.nonzero(~torch.isnan(adv)).flatten()
+        order = valid[torch.randperm(len(valid), generator=torch.Generator().manual_seed(derived_seed(cfg.seed, iteration, 4)))]
+        dance_rows = self.trained_rows(len(adv), iteration, [t.step for t in rollout.transitions])
+        parts = [p for p in order.tensor_split(cfg.updates_per_iter) if len(p)]
+        first, clip_fractions, kls, norms = None, [], [], []
+        for part in parts:
+            self.optimizer.zero_grad(set_to_none=True)
+            for micro in part.split(cfg.micro_batch):
+                loss, info = self.policy_loss(rollout, plan, cond, adv, micro, dance_rows)
+                if loss is None:
+                    continue
+                (loss * len(micro) / len(part)).backward()
+                first = first or info
+                clip_fractions.append(info["clip_fraction"])
+                kls.append(info["kl"])
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
+            norms.append(norm)
+            if not math.isfinite(norm):
+                self.nan_updates += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                warnings.warn(f"iteration {iteration}: non-finite gradient norm, update skipped "
+                              f"({self.nan_updates} in a row).")
+                if self.nan_updates >= cfg.max_nan_updates:
+                    raise FloatingPointError(f"{self.nan_updates} consecutive non-finite updates: stopping. "
+                                             "Lower the learning rate or check the reward for NaN/inf.")
+                continue
+            self.nan_updates = 0
+            self.optimizer.step()
+        self.model.transformer.eval()
+        return {"first_max_abs_log_ratio": (first or {}).get("max_abs_log_ratio", 0.0),
+                "clip_fraction": sum(clip_fractions) / max(1, len(clip_fractions)),
+                "kl": sum(kls) / max(1, len(kls)), "grad_norm": max(norms) if norms else 0.0,
+                "updates": len(norms)}
+
+
+def checkpoint_state(trainer: Trainer, iteration: int, cursor: int, history: list[dict]) -> dict:
+    return {"iteration": iteration, "prompt_cursor": cursor, "windows": trainer.windows.state_dict(),
+            "history": history}
+
+
+def trainable_state(model, params) -> dict[str, torch.Tensor]:
+    names = {id(p): n for n, p in model.transformer.named_parameters()}
+    return {names[id(p)]: p for p in params}
+
+
+def read_metrics(path: Path) -> list[dict]:
+    import json
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
