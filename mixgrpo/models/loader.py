@@ -43,6 +43,11 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     if missing:
         raise ModelLoadError(f"{path} is incomplete: missing component folder(s) {missing} of a {pipeline_class}. "
                              "Copy the whole pipeline repository, not only the transformer weights.")
+    from .embedded import read_settings
+
+    settings = read_settings(path)  # a model trained here records the text length it was trained with
+    if "max_sequence_length" in settings:
+        adapter_options.setdefault("max_sequence_length", settings["max_sequence_length"])
     if kind == "flux":
         from diffusers import FluxPipeline
 

@@ -33,9 +33,10 @@ class TinyConfig:
     double_blocks: int = 1
     single_blocks: int = 1
     text_dim: int = 32          # T5 / CLIP hidden size (joint attention and pooled projection)
+    text_layers: int = 1
     vae_channels: tuple[int, ...] = (16, 32, 32, 32)  # 4 levels = 8× down-sampling
     latent_channels: int = 16
-    max_text_tokens: int = 32
+    vae_mid_attention: bool = True
 
 
 def _bpe_words(parts: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
@@ -88,11 +89,13 @@ def _text_encoders(cfg: TinyConfig, clip_vocab: int, t5_vocab: int):
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     clip = CLIPTextModel(CLIPTextConfig(
-        vocab_size=clip_vocab, hidden_size=cfg.text_dim, intermediate_size=2 * cfg.text_dim, num_hidden_layers=1,
+        vocab_size=clip_vocab, hidden_size=cfg.text_dim, intermediate_size=2 * cfg.text_dim,
+        num_hidden_layers=cfg.text_layers,
         num_attention_heads=2, max_position_embeddings=77, projection_dim=cfg.text_dim,
         bos_token_id=0, eos_token_id=1, pad_token_id=1))
     t5 = T5EncoderModel(T5Config(
-        vocab_size=t5_vocab, d_model=cfg.text_dim, d_kv=8, d_ff=2 * cfg.text_dim, num_layers=1, num_heads=2,
+        vocab_size=t5_vocab, d_model=cfg.text_dim, d_kv=cfg.text_dim // 2, d_ff=2 * cfg.text_dim,
+        num_layers=cfg.text_layers, num_heads=2,
         relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
     return clip, t5
 
@@ -105,11 +108,12 @@ def _vae(cfg: TinyConfig, shift_factor: float | None):
         in_channels=3, out_channels=3, latent_channels=cfg.latent_channels, block_out_channels=cfg.vae_channels,
         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
         layers_per_block=1, norm_num_groups=8, sample_size=128, scaling_factor=1.0,
-        shift_factor=shift_factor, use_quant_conv=False, use_post_quant_conv=False)
+        shift_factor=shift_factor, use_quant_conv=False, use_post_quant_conv=False,
+        mid_block_add_attention=cfg.vae_mid_attention)
 
 
-def build_tiny_flux(path: str | Path, cfg: TinyConfig = TinyConfig(), seed: int = 0, words=DEFAULT_WORDS):
-    """Write a random-weight ``FluxPipeline`` folder to ``path`` and return the pipeline."""
+def build_tiny_flux(path: str | Path | None, cfg: TinyConfig = TinyConfig(), seed: int = 0, words=DEFAULT_WORDS):
+    """A random-weight ``FluxPipeline``; written to ``path`` unless it is None."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(seed)
@@ -127,7 +131,8 @@ def build_tiny_flux(path: str | Path, cfg: TinyConfig = TinyConfig(), seed: int 
         base_image_seq_len=256, max_image_seq_len=4096)
     pipe = FluxPipeline(scheduler=scheduler, vae=_vae(cfg, shift_factor=0.0), text_encoder=clip, tokenizer=tok,
                         text_encoder_2=t5, tokenizer_2=tok2, transformer=transformer)
-    pipe.save_pretrained(str(path))
+    if path is not None:
+        pipe.save_pretrained(str(path))
     return pipe
 
 

@@ -1,0 +1,214 @@
+"""Pretrain the embedded shapes model on this CPU, seeded and reproducible, and save it as a FluxPipeline.
+
+Stages (each prints its loss curve):
+
+1. **Data.** ``--renders`` ground-truth renders per training prompt (``mixgrpo.shapes``), seeded.
+2. **VAE.** ``AutoencoderKL`` (16 latent channels, 8× down-sampling): ``L = MSE(x̂, x) + β·KL``.
+   Then ``shift_factor``/``scaling_factor`` are set from the latent mean/std so latents are ≈ N(0, 1).
+3. **Text encoders + transformer**, jointly, by rectified-flow matching on the frozen VAE's latents:
+   ``x_σ = (1 − σ)·z + σ·ε``, target ``v = ε − z``, ``L = ‖v_θ(x_σ, σ, text) − v‖²``, σ drawn as a
+   shifted uniform (shift 3, the rollout grid) mixed half-and-half with a plain uniform.
+   Conditioning goes through exactly the calls ``FluxPipeline.encode_prompt`` makes.
+4. **Save + evaluate.** The pipeline and ``mixgrpo.json`` are written to ``--out``; the saved folder
+   is reloaded and sampled with the 25-step ODE on the test prompts; shapes-reward scores per category
+   go to ``mixgrpo.json`` and a sample grid to ``--grid``.
+
+Recorded command (the committed weights):
+
+    python scripts/pretrain_embedded.py --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mixgrpo.models.embedded import (  # noqa: E402
+    ARCHITECTURE,
+    EMBEDDED_DIR,
+    MAX_SEQUENCE_LENGTH,
+    RESOLUTION,
+    SHIFT,
+    write_settings,
+)
+from mixgrpo.models.flux import image_ids, pack_latents, unpack_latents  # noqa: E402
+from mixgrpo.models.tiny import build_tiny_flux  # noqa: E402
+from mixgrpo.schedule import shift_time  # noqa: E402
+from mixgrpo.shapes import render_batch, test_prompts, train_prompts  # noqa: E402
+
+
+def log_curve(name: str, step: int, total: int, losses: list[float], started: float) -> None:
+    recent = sum(losses[-50:]) / len(losses[-50:])
+    print(f"[{name}] step {step:5d}/{total}  loss {recent:.5f}  {time.time() - started:6.0f}s", flush=True)
+
+
+def make_dataset(prompts: list[str], renders: int, seed: int) -> tuple[torch.Tensor, list[int]]:
+    """``renders`` images per prompt; returns images in [−1, 1] and each image's prompt index."""
+    images, owners = [], []
+    for r in range(renders):
+        images.append(render_batch(prompts, RESOLUTION, seed=seed * 1_000_003 + r * len(prompts)))
+        owners += list(range(len(prompts)))
+    return torch.cat(images) * 2 - 1, owners
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, beta: float, gen) -> None:
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    losses, started = [], time.time()
+    vae.train()
+    side = images.shape[-1] // 2
+    for step in range(1, steps + 1):
+        # random 64² crops: the VAE is fully convolutional, and crops cost a quarter of full images
+        top, left = torch.randint(0, images.shape[-1] - side + 1, (2,), generator=gen).tolist()
+        x = images[torch.randint(len(images), (batch,), generator=gen), :, top:top + side, left:left + side]
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=gen)).sample
+        loss = F.mse_loss(recon, x) + beta * posterior.kl().mean() / x[0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == steps:
+            log_curve("vae", step, steps, losses, started)
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    """Posterior means, then normalised like FLUX: ``z = (μ − shift)·scale`` ≈ N(0, 1)."""
+    mus = torch.cat([vae.encode(images[i:i + batch]).latent_dist.mode() for i in range(0, len(images), batch)])
+    shift, scale = mus.mean().item(), 1.0 / mus.std().item()
+    vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    return (mus - shift) * scale
+
+
+def text_conditioning(pipe, ids_clip: torch.Tensor, ids_t5: torch.Tensor):
+    """The two calls ``FluxPipeline.encode_prompt`` makes: CLIP pooled output, T5 last hidden state."""
+    pooled = pipe.text_encoder(ids_clip, output_hidden_states=False).pooler_output
+    embeds = pipe.text_encoder_2(ids_t5, output_hidden_states=False)[0]
+    return embeds, pooled
+
+
+def tokenize(pipe, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    clip = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer_max_length,
+                          truncation=True, return_tensors="pt").input_ids
+    t5 = pipe.tokenizer_2(prompts, padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True,
+                          return_tensors="pt").input_ids
+    return clip, t5
+
+
+def sample_sigmas(batch: int, gen) -> torch.Tensor:
+    """Half shifted-uniform (where rollouts spend their steps), half uniform."""
+    t = torch.rand(batch, generator=gen)
+    shifted = torch.tensor([shift_time(v, SHIFT) for v in t.tolist()])
+    return torch.where(torch.rand(batch, generator=gen) < 0.5, shifted, t).clamp(1e-3, 1.0)
+
+
+def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, lr: float, gen) -> None:
+    params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.03)
+    owners = torch.tensor(owners)
+    h = w = latents.shape[-1]
+    img_ids = image_ids(h, w, "cpu", torch.float32)
+    txt_ids = torch.zeros(MAX_SEQUENCE_LENGTH, 3)
+    for module in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
+        module.train()
+    losses, started = [], time.time()
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(latents), (batch,), generator=gen)
+        z, who = latents[idx], owners[idx]
+        sigma = sample_sigmas(batch, gen)
+        noise = torch.randn(z.shape, generator=gen)
+        s = sigma[:, None, None, None]
+        x = (1 - s) * z + s * noise
+        embeds, pooled = text_conditioning(pipe, ids_clip[who], ids_t5[who])
+        v = pipe.transformer(hidden_states=pack_latents(x), timestep=sigma, pooled_projections=pooled,
+                             encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+        loss = F.mse_loss(unpack_latents(v, h, w), noise - z)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == steps:
+            log_curve("flow", step, steps, losses, started)
+    for module in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
+        module.eval()
+
+
+def evaluate(folder: Path, seeds: int, grid: Path | None) -> dict:
+    from mixgrpo.evaluate import evaluate_shapes, save_sample_grid
+    from mixgrpo.models import load_flow_model
+
+    model = load_flow_model(folder)
+    report = evaluate_shapes(model, test_prompts(), seeds=range(seeds), steps=25, shift=SHIFT,
+                             resolution=RESOLUTION)
+    if grid is not None:
+        save_sample_grid(report["images"][:48], report["prompts"][:48], grid, columns=8)
+    report.pop("images")
+    return report
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=EMBEDDED_DIR, help="folder to write the pipeline to")
+    parser.add_argument("--grid", type=Path, default=Path("docs/embedded_samples.png"), help="sample grid PNG")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--renders", type=int, default=16, help="renders per training prompt")
+    parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--vae-lr", type=float, default=2e-3)
+    parser.add_argument("--flow-steps", type=int, default=5000)
+    parser.add_argument("--flow-lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--eval-seeds", type=int, default=4, help="samples per test prompt in the evaluation")
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    prompts = train_prompts()
+    words = sorted({w for p in prompts + test_prompts() for w in p.split()})
+    pipe = build_tiny_flux(None, ARCHITECTURE, seed=args.seed, words=words)
+    n_params = {k: sum(p.numel() for p in getattr(pipe, k).parameters())
+                for k in ("transformer", "vae", "text_encoder", "text_encoder_2")}
+    print(f"parameters: {n_params} (total {sum(n_params.values()) / 1e6:.2f} M)", flush=True)
+
+    images, owners = make_dataset(prompts, args.renders, args.seed)
+    print(f"data: {len(images)} renders of {len(prompts)} prompts ({time.time() - started:.0f}s)", flush=True)
+    train_vae(pipe.vae, images, args.vae_steps, 16, args.vae_lr, beta=1e-3, gen=gen)
+    latents = encode_latents(pipe.vae, images)
+    pipe.vae.requires_grad_(False)
+    print(f"latents: {tuple(latents.shape)}, shift {pipe.vae.config.shift_factor:.4f}, "
+          f"scale {pipe.vae.config.scaling_factor:.4f} ({time.time() - started:.0f}s)", flush=True)
+    ids_clip, ids_t5 = tokenize(pipe, prompts)
+    train_flow(pipe, latents, owners, ids_clip, ids_t5, args.flow_steps, args.batch, args.flow_lr, gen)
+    train_seconds = time.time() - started
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(str(args.out))
+    write_settings(args.out, pretrain={"command": "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:]),
+                                       "seconds": round(train_seconds), "parameters": n_params})
+    report = evaluate(args.out, args.eval_seeds, args.grid)
+    write_settings(args.out, pretrain={"command": "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:]),
+                                       "seconds": round(train_seconds), "parameters": n_params},
+                   evaluation={k: v for k, v in report.items() if k != "prompts"})
+    print(f"trained in {train_seconds / 60:.1f} min; test reward {report['mean']:.3f}; "
+          f"per category {report['per_category']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
