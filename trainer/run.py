@@ -113,6 +113,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
         start, sampler.cursor = state["iteration"], state["prompt_cursor"]
         trainer.windows.load_state_dict(state["windows"])
         history, evaluations = state["history"], state.get("evaluations", [])
+        # rows written after that checkpoint belong to the killed attempt: start from the checkpoint's
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         print(f"resumed {run_dir} at iteration {start}", flush=True)
     writer = _tensorboard(run_dir)
 

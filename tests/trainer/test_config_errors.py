@@ -1,0 +1,54 @@
+"""Bad input to the trainer is a clear error, raised before any work."""
+
+import pytest
+import torch
+
+from mixgrpo.errors import ModelLoadError, ScheduleError
+from mixgrpo.rewards import RewardSpecError
+from trainer.config import ConfigError, TrainConfig, build_parser, load_yaml, parse_config
+from trainer.run import build
+
+pytestmark = pytest.mark.trainer
+
+
+def test_defaults_flags_and_yaml_layering(tmp_path):
+    cfg = parse_config([])
+    assert cfg == TrainConfig() and cfg.window == 4 and cfg.algo == "mixgrpo"
+    (tmp_path / "c.yaml").write_text("window: 2\nalgo: flash\nlearning_rate: 1.0e-5\n")
+    cfg = parse_config(["--config", str(tmp_path / "c.yaml"), "--window", "3", "--no-full-finetune"])
+    assert (cfg.window, cfg.algo, cfg.learning_rate, cfg.full_finetune) == (3, "flash", 1e-5, False)
+
+
+def test_help_documents_every_field():
+    text = build_parser().format_help()
+    for name in TrainConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text
+
+
+def test_unknown_yaml_key(tmp_path):
+    (tmp_path / "c.yaml").write_text("windw: 4\n")
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['windw'\]"):
+        load_yaml(tmp_path / "c.yaml")
+
+
+def test_group_of_one():
+    with pytest.raises(ConfigError, match="group_size must be ≥ 2"):
+        parse_config(["--group-size", "1"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_xformers_without_cuda():
+    with pytest.raises(ConfigError, match="xformers needs a CUDA GPU"):
+        parse_config(["--attention", "xformers"])
+
+
+def test_unknown_reward_and_missing_model(tmp_path):
+    with pytest.raises(RewardSpecError, match="unknown reward 'hps3'"):
+        build(parse_config(["--reward", "hps3"]))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        build(parse_config(["--model", str(tmp_path / "nowhere")]))
+
+
+def test_window_larger_than_the_trainable_steps(tiny_flux):
+    with pytest.raises(ScheduleError, match="window size 8 does not fit a 8-step schedule"):
+        build(parse_config(["--model", str(tiny_flux), "--steps", "8", "--window", "8"]))
