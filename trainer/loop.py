@@ -31,6 +31,46 @@ from mixgrpo.steps import gaussian_log_prob
 from .config import TrainConfig
 
 
+class Processes:
+    """This process's rank among ``world`` (``accelerate launch`` sets them; 1 process otherwise).
+
+    Samples ``0..G·N−1`` are split into equal contiguous slices, one per process, so a group may
+    span processes; rewards are gathered so advantages always see whole groups, and gradients are
+    averaged across processes after each backward pass.
+    """
+
+    def __init__(self):
+        from accelerate import PartialState
+
+        state = PartialState()
+        self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
+        self.is_main = state.is_main_process
+
+    def my_samples(self, total: int) -> range:
+        per = total // self.world
+        return range(self.rank * per, (self.rank + 1) * per)
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        if self.world == 1:
+            return local
+        parts = [torch.empty_like(local) for _ in range(self.world)]
+        torch.distributed.all_gather(parts, local.contiguous())
+        return torch.cat(parts)
+
+    def average_gradients(self, params) -> None:
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
 def derived_seed(*parts: int) -> int:
     value = 0
     for part in parts:
@@ -50,6 +90,12 @@ class Trainer:
                                       shift_interval=config.shift_interval, stride=config.stride, seed=config.seed)
         self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
         self.nan_updates = 0
+        self.processes = Processes()
+        samples = config.group_size * config.prompts_per_iter
+        if samples % (self.processes.world * config.updates_per_iter):
+            raise ValueError(f"{samples} samples per iteration do not split into {self.processes.world} processes × "
+                             f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
+                             "updates_per_iter.")
 
     # -- pieces ------------------------------------------------------------------------------
     def plan(self, left: int):
@@ -78,13 +124,52 @@ class Trainer:
             out[reward.name] = reward.normalization(result.scores.float())
         return out
 
-    def trained_rows(self, num_samples: int, iteration: int, steps: list[int]) -> dict[int, torch.Tensor] | None:
-        """DanceGRPO: each sample trains its own random subset of steps (None: every sample every step)."""
+    def trained_rows(self, samples: range, total: int, iteration: int, steps: list[int]) -> dict[int, torch.Tensor] | None:
+        """DanceGRPO: each sample trains its own random subset of steps (None: every sample every step).
+
+        Subsets are drawn for all ``total`` samples of the iteration, then this process's ``samples``
+        are taken (local row indices), so the split between processes changes nothing.
+        """
         if self.cfg.algo != "dancegrpo":
             return None
         gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, iteration, 3))
-        picks = dance_train_steps(self.cfg.steps, num_samples, self.cfg.dance_fraction, gen)
-        return {s: torch.tensor([r for r in range(num_samples) if s in picks[r]], dtype=torch.long) for s in steps}
+        picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen)[samples.start:samples.stop]
+        return {s: torch.tensor([r for r in range(len(picks)) if s in picks[r]], dtype=torch.long) for s in steps}
+
+    def rollout_members(self, plan, noise, cond, members: range, n: int):
+        """Roll out the samples ``members`` (global indices, group-major) of this process.
+
+        Each group's members share the group's noise and trunk; consecutive groups with the same
+        number of members here run as one batch. Per-member generators make every sample's
+        trajectory independent of how samples are split between processes.
+        """
+        from mixgrpo.rollout import Rollout, Transition
+
+        cfg, model = self.cfg, self.model
+        runs: list[tuple[list[int], int]] = []  # (groups, members per group)
+        for g in range(len(noise)):
+            count = len(range(max(members.start, g * n), min(members.stop, (g + 1) * n)))
+            if count == 0:
+                continue
+            if runs and runs[-1][1] == count:
+                runs[-1][0].append(g)
+            else:
+                runs.append(([g], count))
+        outs = []
+        for groups, count in runs:
+            ids = [m for g in groups for m in range(max(members.start, g * n), min(members.stop, (g + 1) * n))]
+            gens = [torch.Generator(device=model.device).manual_seed(derived_seed(cfg.seed, self.iteration_index, 2, m))
+                    for m in ids]
+            group_cond = {k: v[groups] for k, v in cond.items()}
+            outs.append(mixed_rollout(model.velocity, noise[groups].to(model.device), plan, group_cond,
+                                      group_size=count, generator=gens))
+        if len(outs) == 1:
+            return outs[0]
+        transitions = [Transition(t.step, t.sigma, t.sigma_next, *(torch.cat([o.transitions[i][f] for o in outs])
+                                                                    for f in (3, 4, 5)))
+                       for i, t in enumerate(outs[0].transitions)]
+        return Rollout(samples=torch.cat([o.samples for o in outs]), transitions=transitions, nfe=outs[0].nfe,
+                       network_evals=sum(o.network_evals for o in outs), num_groups=len(noise), group_size=n)
 
     # -- the iteration -----------------------------------------------------------------------
     def iteration(self, iteration: int, prompt_ids: list[int]) -> dict:
@@ -95,17 +180,18 @@ class Trainer:
         groups, n = len(prompt_ids), cfg.group_size
         latent = model.latent_shape(cfg.resolution, cfg.resolution)
         noise = torch.randn(groups, *latent, generator=torch.Generator().manual_seed(derived_seed(cfg.seed, iteration, 1)))
-        member_gens = [torch.Generator(device=model.device).manual_seed(derived_seed(cfg.seed, iteration, 2, m))
-                       for m in range(groups * n)]
         cond = self.conditioning(prompt_ids)
+        mine = self.processes.my_samples(groups * n)
+        self.iteration_index = iteration
         model.transformer.eval()
-        rollout = mixed_rollout(model.velocity, noise.to(model.device), plan, cond, group_size=n, generator=member_gens)
+        rollout = self.rollout_members(plan, noise, cond, mine, n)
         rollout_s = time.perf_counter() - started
 
         texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
         with torch.no_grad():
-            images = torch.cat([model.decode(rollout.samples[i:i + 32]) for i in range(0, len(texts), 32)])
-        rewards = self.score(images, texts)
+            images = torch.cat([model.decode(rollout.samples[i:i + 32]) for i in range(0, len(mine), 32)])
+        local = self.score(images, texts[mine.start:mine.stop])
+        rewards = {name: self.processes.gather(r.to(self.processes.device)).cpu() for name, r in local.items()}
         weights = {reward.name: w for reward, w in self.rewards}
         adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
         failed = torch.isnan(adv)
@@ -113,11 +199,13 @@ class Trainer:
             warnings.warn(f"iteration {iteration}: {int(failed.sum())} sample(s) had no valid reward and are left out.")
         reward_s = time.perf_counter() - started - rollout_s
 
-        stats = self.update(rollout, plan, repeat_batch(cond, n), adv, iteration)
+        my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
+        stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
         self.windows.advance()
         raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
         return {"iteration": iteration + 1, "window_start": left, "nfe": rollout.nfe,
-                "network_evals": rollout.network_evals, "reward": raw,
+                "network_evals": rollout.network_evals * self.processes.world, "reward": raw,
+                "advantages": [round(a, 6) for a in adv.tolist()],
                 "reward_mean": sum(weights[k] * v for k, v in raw.items()) / sum(weights.values()),
                 "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
                 "update_s": time.perf_counter() - started - rollout_s - reward_s,
@@ -148,12 +236,13 @@ class Trainer:
         return ppo.loss + cfg.kl_beta * kl, {"clip_fraction": float(ppo.clip_fraction),
                                               "max_abs_log_ratio": float(ppo.max_abs_log_ratio), "kl": float(kl)}
 
-    def update(self, rollout, plan, cond, adv: torch.Tensor, iteration: int) -> dict:
+    def update(self, rollout, plan, cond, adv: torch.Tensor, iteration: int, samples: range, total: int) -> dict:
+        """PPO-clip updates on this process's ``samples`` (``adv`` and ``cond`` are already sliced)."""
         cfg = self.cfg
         self.model.transformer.train()
         valid = torch.nonzero(~torch.isnan(adv)).flatten()
         order = valid[torch.randperm(len(valid), generator=torch.Generator().manual_seed(derived_seed(cfg.seed, iteration, 4)))]
-        dance_rows = self.trained_rows(len(adv), iteration, [t.step for t in rollout.transitions])
+        dance_rows = self.trained_rows(samples, total, iteration, [t.step for t in rollout.transitions])
         parts = [p for p in order.tensor_split(cfg.updates_per_iter) if len(p)]
         first, clip_fractions, kls, norms = None, [], [], []
         for part in parts:
@@ -166,6 +255,7 @@ class Trainer:
                 first = first or info
                 clip_fractions.append(info["clip_fraction"])
                 kls.append(info["kl"])
+            self.processes.average_gradients(self.params)
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
             norms.append(norm)
             if not math.isfinite(norm):

@@ -116,17 +116,21 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
         # rows written after that checkpoint belong to the killed attempt: start from the checkpoint's
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         print(f"resumed {run_dir} at iteration {start}", flush=True)
-    writer = _tensorboard(run_dir)
+    main_process = trainer.processes.is_main  # only the main process evaluates and writes files
+    writer = _tensorboard(run_dir) if main_process else None
 
-    if start == 0:
+    if start == 0 and main_process:
         before = evaluate_and_grid(trainer, eval_prompts, run_dir, "iter-000000", writer, 0)
         evaluations.append({k: v for k, v in before.items() if k != "_images"})
         before_images = before["_images"]
-    metrics_file = (run_dir / "metrics.jsonl").open("a")
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="MixGRPO", unit="it")
+    metrics_file = (run_dir / "metrics.jsonl").open("a") if main_process else None
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="MixGRPO", unit="it",
+               disable=not main_process)
     for iteration in bar:
         record = trainer.iteration(iteration, sampler.take(cfg.prompts_per_iter))
         history.append(record)
+        if not main_process:
+            continue
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
         if writer is not None:
@@ -143,6 +147,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
             save_checkpoint(run_dir, done, named, trainer.optimizer,
                             checkpoint_state(trainer, done, sampler.cursor, history) | {"evaluations": evaluations},
                             keep=cfg.keep_checkpoints)
+    trainer.processes.barrier()
+    if not main_process:
+        return {}
     metrics_file.close()
 
     after = evaluate_and_grid(trainer, eval_prompts, run_dir, f"iter-{cfg.iterations:06d}", writer, cfg.iterations)
