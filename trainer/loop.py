@@ -204,7 +204,9 @@ class Trainer:
         self.windows.advance()
         raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
         return {"iteration": iteration + 1, "window_start": left, "nfe": rollout.nfe,
-                "network_evals": rollout.network_evals * self.processes.world, "reward": raw,
+                "network_evals": int(self.processes.gather(torch.tensor([rollout.network_evals],
+                                                                        device=self.processes.device)).sum()),
+                "reward": raw,
                 "advantages": [round(a, 6) for a in adv.tolist()],
                 "reward_mean": sum(weights[k] * v for k, v in raw.items()) / sum(weights.values()),
                 "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,

@@ -24,5 +24,6 @@ def small_run(tmp_path, **overrides) -> list[str]:
     flags.update({k.replace("_", "-"): v for k, v in overrides.items()})
     argv = []
     for key, value in flags.items():
-        argv += [f"--{key}", str(value)]
+        if value != "":
+            argv += [f"--{key}", str(value)]
     return argv
