@@ -1,0 +1,67 @@
+"""The trainer's ComfyUI LoRA export is consumed whole by ComfyUI's own FLUX.1-dev LoRA key map.
+
+FLUX.1-dev's real block counts (19 double, 38 single) on the meta device: no weights are needed,
+only the names. Our side: the diffusers transformer with the trainer's LoRA targets, exported by
+``trainer.outputs.comfyui_lora_state_dict``. ComfyUI's side: ``comfy.lora.model_lora_keys_unet`` on
+a ``comfy.model_base.Flux`` and ``comfy.lora.load_lora``, which reports every key it cannot map.
+"""
+
+import json
+
+import pytest
+import torch
+
+from comfy_setup import run_in_comfyui
+from trainer.outputs import comfyui_lora_state_dict
+
+pytestmark = pytest.mark.comfyui
+
+FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                axes_dims_rope=(16, 56, 56))
+
+COMFY_SIDE = """
+import json, logging, torch
+import comfy.supported_models, comfy.model_base, comfy.lora
+keys = json.loads(open({keys!r}).read())
+unet_config = {{"image_model": "flux", "in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 768,
+               "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 19,
+               "depth_single_blocks": 38, "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True,
+               "guidance_embed": True}}
+with torch.device("meta"):
+    model = comfy.model_base.Flux(comfy.supported_models.Flux(unet_config), device=torch.device("meta"))
+key_map = comfy.lora.model_lora_keys_unet(model, {{}})
+lora = {{k: torch.tensor(16.0) if k.endswith(".alpha") else torch.zeros(1, 1) for k in keys}}
+unloaded = []
+class Catch(logging.Handler):
+    def emit(self, record):
+        if "not loaded" in record.getMessage():
+            unloaded.append(record.getMessage())
+logging.getLogger().addHandler(Catch())
+patches = comfy.lora.load_lora(lora, key_map)
+print(json.dumps({{"patches": len(patches), "unloaded": unloaded,
+                  "targets": sorted({{str(t[0] if isinstance(t, tuple) else t) for t in patches}})[:3]}}))
+"""
+
+
+def test_flux_dev_lora_export_is_fully_mapped_by_comfyui(tmp_path):
+    from diffusers import FluxTransformer2DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel(**FLUX_DEV)
+        transformer.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+                                adapter_name="mixgrpo")
+    names = list(get_peft_model_state_dict(transformer, adapter_name="mixgrpo"))
+    exported = comfyui_lora_state_dict({n: torch.zeros(1) for n in names}, alpha=64.0)
+    modules = {k.rsplit(".", 1)[0] for k in exported if k.endswith(".alpha")}
+    assert len(modules) == 19 * 4 + 38 * 3  # double: q, k, v, out; single: q, k, v
+    (tmp_path / "keys.json").write_text(json.dumps(sorted(exported)))
+
+    done = run_in_comfyui(COMFY_SIDE.format(keys=str(tmp_path / "keys.json")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["unloaded"] == []
+    assert result["patches"] == len(modules)
+    assert all(t.startswith("diffusion_model.") for t in result["targets"])
