@@ -170,7 +170,7 @@ def main(argv=None) -> None:
     parser.add_argument("--renders", type=int, default=16, help="renders per training prompt")
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-lr", type=float, default=2e-3)
-    parser.add_argument("--flow-steps", type=int, default=5000)
+    parser.add_argument("--flow-steps", type=int, default=3400)
     parser.add_argument("--flow-lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--eval-seeds", type=int, default=4, help="samples per test prompt in the evaluation")

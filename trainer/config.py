@@ -92,6 +92,9 @@ class TrainConfig:
             import torch
             if not torch.cuda.is_available():
                 raise ConfigError("--attention xformers needs a CUDA GPU; on this machine use --attention sdpa.")
+        if self.kl_beta > 0 and self.full_finetune:
+            raise ConfigError("kl_beta > 0 needs the LoRA switched off as the reference; with --full-finetune "
+                              "there is no frozen copy of the model. Use a LoRA or set --kl-beta 0.")
         samples = self.group_size * self.prompts_per_iter
         if self.updates_per_iter < 1 or samples % self.updates_per_iter:
             raise ConfigError(f"updates_per_iter={self.updates_per_iter} must divide the {samples} samples "

@@ -136,7 +136,16 @@ class Trainer:
         picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen)[samples.start:samples.stop]
         return {s: torch.tensor([r for r in range(len(picks)) if s in picks[r]], dtype=torch.long) for s in steps}
 
-    def rollout_members(self, plan, noise, cond, members: range, n: int):
+    def velocity(self, x, sigma, cond):
+        """The policy's velocity, under bf16/fp16 autocast when asked (rollout and training alike)."""
+        precision = self.cfg.mixed_precision
+        if precision == "no" or self.model.device.type != "cuda":
+            return self.model.velocity(x, sigma, cond)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        with torch.autocast("cuda", dtype=dtype):
+            return self.model.velocity(x, sigma, cond)
+
+    def rollout_members(self, plan, noise, cond, members: range, n: int, iteration: int):
         """Roll out the samples ``members`` (global indices, group-major) of this process.
 
         Each group's members share the group's noise and trunk; consecutive groups with the same
@@ -158,10 +167,10 @@ class Trainer:
         outs = []
         for groups, count in runs:
             ids = [m for g in groups for m in range(max(members.start, g * n), min(members.stop, (g + 1) * n))]
-            gens = [torch.Generator(device=model.device).manual_seed(derived_seed(cfg.seed, self.iteration_index, 2, m))
+            gens = [torch.Generator(device=model.device).manual_seed(derived_seed(cfg.seed, iteration, 2, m))
                     for m in ids]
             group_cond = {k: v[groups] for k, v in cond.items()}
-            outs.append(mixed_rollout(model.velocity, noise[groups].to(model.device), plan, group_cond,
+            outs.append(mixed_rollout(self.velocity, noise[groups].to(model.device), plan, group_cond,
                                       group_size=count, generator=gens))
         if len(outs) == 1:
             return outs[0]
@@ -182,9 +191,8 @@ class Trainer:
         noise = torch.randn(groups, *latent, generator=torch.Generator().manual_seed(derived_seed(cfg.seed, iteration, 1)))
         cond = self.conditioning(prompt_ids)
         mine = self.processes.my_samples(groups * n)
-        self.iteration_index = iteration
         model.transformer.eval()
-        rollout = self.rollout_members(plan, noise, cond, mine, n)
+        rollout = self.rollout_members(plan, noise, cond, mine, n, iteration)
         rollout_s = time.perf_counter() - started
 
         texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
@@ -223,13 +231,13 @@ class Trainer:
                 continue
             part = select_rows(transition, chosen)
             part_cond = {k: v[chosen] for k, v in cond.items()}
-            mean, std = transition_mean_std(self.model.velocity, part, part_cond, plan)
+            mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
             new.append(gaussian_log_prob(part.x_next, mean, std))
             old.append(part.log_prob)
             advantages.append(adv[chosen])
             if cfg.kl_beta > 0:
                 with torch.no_grad(), self.model.reference():
-                    ref_mean, _ = transition_mean_std(self.model.velocity, part, part_cond, plan)
+                    ref_mean, _ = transition_mean_std(self.velocity, part, part_cond, plan)
                 kls.append(kl_to_reference(mean, ref_mean, std))
         if not new:
             return None, {}

@@ -61,6 +61,8 @@ def build(cfg: TrainConfig):
         params = model.add_lora(rank=cfg.lora_rank, alpha=cfg.lora_alpha)
     if cfg.gradient_checkpointing:
         model.transformer.enable_gradient_checkpointing()
+    if cfg.attention == "xformers":  # validated: CUDA only
+        model.transformer.enable_xformers_memory_efficient_attention()
     return Trainer(cfg, model, rewards, training_prompts(cfg.prompts), params)
 
 
