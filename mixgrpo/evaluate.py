@@ -7,7 +7,6 @@ are compared on exactly the same noise.
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -56,25 +55,3 @@ def evaluate_shapes(model, prompts: list[str], seeds: Iterable[int] = range(4), 
         "prompts": image_prompts,
         "images": images,
     }
-
-
-def save_sample_grid(images: torch.Tensor, captions: list[str], path: str | Path, columns: int = 8) -> Path:
-    """A captioned PNG grid of images in [0, 1] (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = (len(images) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.15 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, caption in zip(axes.flat, images, captions):
-        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-        ax.set_title(caption, fontsize=6, wrap=True)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -32,9 +32,26 @@ def plot_training(history: list[dict], path: str | Path, evaluations: list[dict]
     axes[2].plot(iterations, [h["update_s"] for h in history], label="update")
     axes[2].set(title="seconds per iteration", xlabel="iteration")
     axes[2].legend(fontsize=7)
+    return _save(fig, path, dpi=100)
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
     return path
+
+
+def save_sample_grid(images, captions: list[str], path: str | Path, columns: int = 8) -> Path:
+    """A captioned PNG grid of images ``[N, 3, H, W]`` in [0, 1]."""
+    plt = _pyplot()
+    rows = (len(images) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.15 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+        ax.set_title(caption, fontsize=6, wrap=True)
+    return _save(fig, path, dpi=110)

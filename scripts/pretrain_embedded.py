@@ -21,7 +21,6 @@ Recorded command (the committed weights):
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 import time
@@ -150,7 +149,8 @@ def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, 
 
 
 def evaluate(folder: Path, seeds: int, grid: Path | None) -> dict:
-    from mixgrpo.evaluate import evaluate_shapes, save_sample_grid
+    from mixgrpo.evaluate import evaluate_shapes
+    from mixgrpo.plots import save_sample_grid
     from mixgrpo.models import load_flow_model
 
     model = load_flow_model(folder)

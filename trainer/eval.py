@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from mixgrpo.evaluate import save_sample_grid, sample_images
+from mixgrpo.evaluate import sample_images
+from mixgrpo.plots import save_sample_grid
 
 from .config import TrainConfig
 from .data import evaluation_prompts

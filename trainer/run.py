@@ -67,7 +67,7 @@ def build(cfg: TrainConfig):
 
 
 def evaluate_and_grid(trainer, prompts, run_dir: Path, tag: str, writer=None, iteration: int = 0) -> dict:
-    from mixgrpo.evaluate import save_sample_grid
+    from mixgrpo.plots import save_sample_grid
 
     from .evaluation import evaluate
 
@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
 def train(cfg: TrainConfig, run_dir: Path) -> dict:
     from tqdm import tqdm
 
-    from mixgrpo.evaluate import save_sample_grid
+    from mixgrpo.plots import save_sample_grid
     from mixgrpo.plots import plot_training
 
     from .checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
