@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from mixgrpo.shapes import (
+    derangement,
     CATEGORIES,
     parse_prompt,
     render_batch,
@@ -38,16 +38,6 @@ from mixgrpo.shapes import (
 )
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def derangement(n: int, seed: int) -> list[int]:
-    """A seeded permutation without fixed points."""
-    rng = random.Random(seed)
-    while True:
-        order = list(range(n))
-        rng.shuffle(order)
-        if all(i != j for i, j in enumerate(order)):
-            return order
 
 
 def evaluate(prompts: list[str], seeds: int, size: int) -> dict[str, list[float]]:

@@ -26,16 +26,16 @@ def sample_images(model, prompts: list[str], seeds: Iterable[int], steps: int = 
     seeds = list(seeds)
     plan = build_plan("mixgrpo", num_steps=steps, shift=shift, window_size=0, solver=solver)
     latent = model.latent_shape(resolution, resolution)
-    jobs = [(p, s) for p in prompts for s in seeds]
+    jobs = [(i, p, s) for i, p in enumerate(prompts) for s in seeds]
     images = []
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]
         # the noise depends on (prompt index, seed) only, never on the batch it lands in
-        noise = torch.stack([initial_noise(latent, 1_000_003 * prompts.index(p) + s) for p, s in chunk])
-        cond = model.encode_prompts([p for p, _ in chunk])
+        noise = torch.stack([initial_noise(latent, 1_000_003 * i + s) for i, _, s in chunk])
+        cond = model.encode_prompts([p for _, p, _ in chunk])
         out = mixed_rollout(model.velocity, noise.to(model.device), plan, cond)
         images.append(model.decode(out.samples).cpu())
-    return torch.cat(images), [p for p, _ in jobs]
+    return torch.cat(images), [p for _, p, _ in jobs]
 
 
 def evaluate_shapes(model, prompts: list[str], seeds: Iterable[int] = range(4), **sampling) -> dict:

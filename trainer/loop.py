@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from pathlib import Path
 
 import torch
 
@@ -294,8 +293,3 @@ def checkpoint_state(trainer: Trainer, iteration: int, cursor: int, history: lis
 def trainable_state(model, params) -> dict[str, torch.Tensor]:
     names = {id(p): n for n, p in model.transformer.named_parameters()}
     return {names[id(p)]: p for p in params}
-
-
-def read_metrics(path: Path) -> list[dict]:
-    import json
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -89,7 +89,8 @@ def main(argv=None) -> dict:
         cfg = parse_config(argv)
     except ConfigError as error:
         sys.exit(f"error: {error}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if cfg.model == "embedded" else None
+    if cfg.model == "embedded":  # the embedded model needs no hub: never ask one
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_dir, cfg = setup_run_dir(cfg)
     return train(cfg, run_dir)
 

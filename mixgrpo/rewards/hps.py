@@ -87,9 +87,9 @@ class HPS(Reward):
         if len(prompts) != images.shape[0]:
             raise ImageInputError(f"got {images.shape[0]} images but {len(prompts)} prompts.")
         # a GRPO batch repeats each prompt N times: embed every distinct prompt once
-        unique = list(dict.fromkeys(prompts))
-        text_features = self.model.encode_text(self.tokenizer(unique).to(self.device), normalize=True)
-        rows = torch.tensor([unique.index(p) for p in prompts], device=self.device)
+        row_of = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+        text_features = self.model.encode_text(self.tokenizer(list(row_of)).to(self.device), normalize=True)
+        rows = torch.tensor([row_of[p] for p in prompts], device=self.device)
         scores = []
         for start in range(0, len(prompts), self.batch_size):
             pixels = hps_preprocess(images[start:start + self.batch_size].to(self.device), self.image_size)

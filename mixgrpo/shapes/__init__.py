@@ -21,7 +21,7 @@
 from .prompts import ObjectSpec, PromptSpec, object_text, parse_prompt, prompt_text
 from .render import PlacedObject, render, render_batch, sample_layout
 from .reward import CRITERIA, ShapesReward, score_shapes
-from .splits import HELD_OUT_PAIRS, prompt_universe, test_prompts, train_prompts
+from .splits import HELD_OUT_PAIRS, derangement, prompt_universe, test_prompts, train_prompts
 from .world import (
     CATEGORIES,
     COLOURS,
@@ -46,6 +46,7 @@ __all__ = [
     "PlacedObject",
     "PromptSpec",
     "ShapesReward",
+    "derangement",
     "object_text",
     "parse_prompt",
     "prompt_text",

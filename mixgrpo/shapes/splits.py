@@ -123,3 +123,13 @@ def test_prompts() -> list[str]:
 
 # Tell pytest that this public function is not a test when it is imported into a test module.
 test_prompts.__test__ = False
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation without fixed points: pairs each image with another prompt (mismatch checks)."""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        if all(i != j for i, j in enumerate(order)):
+            return order

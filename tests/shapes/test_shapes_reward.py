@@ -1,6 +1,5 @@
 """The rule-based shapes reward: honest on ground truth, mismatches and noise; partial credit; input errors."""
 
-import random
 import time
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 
 from mixgrpo.errors import ImageInputError, PromptError
 from mixgrpo.shapes import (
+    derangement,
     CRITERIA,
     ShapesReward,
     parse_prompt,
@@ -29,15 +29,6 @@ BACKGROUND = (0.15, 0.15, 0.17)
 def test_renders():
     prompts = test_prompts()
     return prompts, render_batch(prompts, size=128, seed=0)
-
-
-def derangement(n: int, seed: int) -> list[int]:
-    rng = random.Random(seed)
-    while True:
-        order = list(range(n))
-        rng.shuffle(order)
-        if all(i != j for i, j in enumerate(order)):
-            return order
 
 
 def score(images, prompts) -> torch.Tensor:
