@@ -21,6 +21,7 @@ Recorded command (the committed weights):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import sys
 import time
@@ -59,18 +60,21 @@ def make_dataset(prompts: list[str], renders: int, seed: int) -> tuple[torch.Ten
     return torch.cat(images) * 2 - 1, owners
 
 
-def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, beta: float, gen) -> None:
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, beta: float, crop: int, gen) -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     losses, started = [], time.time()
     vae.train()
-    side = images.shape[-1] // 2
+    side = min(crop, images.shape[-1])
+    device = next(vae.parameters()).device
     for step in range(1, steps + 1):
-        # random 64² crops: the VAE is fully convolutional, and crops cost a quarter of full images
+        # random crops: the VAE is fully convolutional, and 64² crops cost a quarter of full images
         top, left = torch.randint(0, images.shape[-1] - side + 1, (2,), generator=gen).tolist()
         x = images[torch.randint(len(images), (batch,), generator=gen), :, top:top + side, left:left + side]
+        x = x.to(device)
         posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample(generator=gen)).sample
+        eps = torch.randn(posterior.mean.shape, generator=gen).to(device)
+        recon = vae.decode(posterior.mean + posterior.std * eps).sample
         loss = F.mse_loss(recon, x) + beta * posterior.kl().mean() / x[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -86,10 +90,24 @@ def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, beta
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
     """Posterior means, then normalised like FLUX: ``z = (μ − shift)·scale`` ≈ N(0, 1)."""
-    mus = torch.cat([vae.encode(images[i:i + batch]).latent_dist.mode() for i in range(0, len(images), batch)])
+    device = next(vae.parameters()).device
+    mus = torch.cat([vae.encode(images[i:i + batch].to(device)).latent_dist.mode().cpu()
+                     for i in range(0, len(images), batch)])
     shift, scale = mus.mean().item(), 1.0 / mus.std().item()
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     return (mus - shift) * scale
+
+
+@torch.no_grad()
+def reconstruction_reward(vae, seed: int) -> float:
+    """Mean shapes reward of VAE round trips of test-prompt renders: the ceiling the VAE puts on samples."""
+    from mixgrpo.shapes import score_shapes
+
+    prompts = test_prompts()
+    images = render_batch(prompts, RESOLUTION, seed=seed + 7)
+    device = next(vae.parameters()).device
+    recon = vae.decode(vae.encode(images.to(device) * 2 - 1).latent_dist.mode()).sample
+    return float(score_shapes(((recon.cpu() + 1) / 2).clamp(0, 1), prompts)[0].mean())
 
 
 def text_conditioning(pipe, ids_clip: torch.Tensor, ids_t5: torch.Tensor):
@@ -114,25 +132,28 @@ def sample_sigmas(batch: int, gen) -> torch.Tensor:
     return torch.where(torch.rand(batch, generator=gen) < 0.5, shifted, t).clamp(1e-3, 1.0)
 
 
-def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, lr: float, gen) -> None:
+def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, lr: float, ema: float, gen) -> None:
+    """Flow matching; with ``ema`` > 0 the saved weights are the average ``θ̄ ← ema·θ̄ + (1 − ema)·θ``."""
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
+    averaged = [p.detach().clone() for p in params] if ema > 0 else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.03)
     owners = torch.tensor(owners)
+    device = next(pipe.transformer.parameters()).device
     h = w = latents.shape[-1]
-    img_ids = image_ids(h, w, "cpu", torch.float32)
-    txt_ids = torch.zeros(MAX_SEQUENCE_LENGTH, 3)
+    img_ids = image_ids(h, w, device, torch.float32)
+    txt_ids = torch.zeros(MAX_SEQUENCE_LENGTH, 3, device=device)
     for module in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
         module.train()
     losses, started = [], time.time()
     for step in range(1, steps + 1):
         idx = torch.randint(len(latents), (batch,), generator=gen)
-        z, who = latents[idx], owners[idx]
-        sigma = sample_sigmas(batch, gen)
-        noise = torch.randn(z.shape, generator=gen)
+        z, who = latents[idx].to(device), owners[idx]
+        sigma = sample_sigmas(batch, gen).to(device)
+        noise = torch.randn(z.shape, generator=gen).to(device)
         s = sigma[:, None, None, None]
         x = (1 - s) * z + s * noise
-        embeds, pooled = text_conditioning(pipe, ids_clip[who], ids_t5[who])
+        embeds, pooled = text_conditioning(pipe, ids_clip[who].to(device), ids_t5[who].to(device))
         v = pipe.transformer(hidden_states=pack_latents(x), timestep=sigma, pooled_projections=pooled,
                              encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
         loss = F.mse_loss(unpack_latents(v, h, w), noise - z)
@@ -141,19 +162,24 @@ def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
+        if averaged is not None:
+            torch._foreach_lerp_(averaged, [p.detach() for p in params], 1 - ema)
         losses.append(loss.item())
         if step % 100 == 0 or step == steps:
             log_curve("flow", step, steps, losses, started)
+    if averaged is not None:
+        with torch.no_grad():
+            torch._foreach_copy_([p.data for p in params], averaged)
     for module in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
         module.eval()
 
 
-def evaluate(folder: Path, seeds: int, grid: Path | None) -> dict:
+def evaluate(folder: Path, seeds: int, grid: Path | None, device: str) -> dict:
     from mixgrpo.evaluate import evaluate_shapes
     from mixgrpo.plots import save_sample_grid
     from mixgrpo.models import load_flow_model
 
-    model = load_flow_model(folder)
+    model = load_flow_model(folder, device=device)
     report = evaluate_shapes(model, test_prompts(), seeds=range(seeds), steps=25, shift=SHIFT,
                              resolution=RESOLUTION)
     if grid is not None:
@@ -170,9 +196,17 @@ def main(argv=None) -> None:
     parser.add_argument("--renders", type=int, default=16, help="renders per training prompt")
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-lr", type=float, default=2e-3)
+    parser.add_argument("--vae-batch", type=int, default=16)
+    parser.add_argument("--vae-crop", type=int, default=64, help="side of the random training crops")
+    parser.add_argument("--vae-beta", type=float, default=1e-3, help="KL weight (per latent element)")
     parser.add_argument("--flow-steps", type=int, default=3400)
     parser.add_argument("--flow-lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the flow weights (0: off)")
+    for field in ("hidden", "heads", "double_blocks", "single_blocks", "text_dim", "text_layers"):
+        parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(ARCHITECTURE, field),
+                            help="architecture (default: the shipped model's)")
+    parser.add_argument("--device", default="cpu", help="cpu for the recorded run; cuda to explore recipes")
     parser.add_argument("--eval-seeds", type=int, default=4, help="samples per test prompt in the evaluation")
     args = parser.parse_args(argv)
 
@@ -182,29 +216,35 @@ def main(argv=None) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     prompts = train_prompts()
     words = sorted({w for p in prompts + test_prompts() for w in p.split()})
-    pipe = build_tiny_flux(None, ARCHITECTURE, seed=args.seed, words=words)
+    arch = dataclasses.replace(ARCHITECTURE, **{f: getattr(args, f) for f in (
+        "hidden", "heads", "double_blocks", "single_blocks", "text_dim", "text_layers")})
+    pipe = build_tiny_flux(None, arch, seed=args.seed, words=words).to(args.device)
     n_params = {k: sum(p.numel() for p in getattr(pipe, k).parameters())
                 for k in ("transformer", "vae", "text_encoder", "text_encoder_2")}
     print(f"parameters: {n_params} (total {sum(n_params.values()) / 1e6:.2f} M)", flush=True)
 
     images, owners = make_dataset(prompts, args.renders, args.seed)
     print(f"data: {len(images)} renders of {len(prompts)} prompts ({time.time() - started:.0f}s)", flush=True)
-    train_vae(pipe.vae, images, args.vae_steps, 16, args.vae_lr, beta=1e-3, gen=gen)
+    train_vae(pipe.vae, images, args.vae_steps, args.vae_batch, args.vae_lr, args.vae_beta, args.vae_crop, gen)
     latents = encode_latents(pipe.vae, images)
     pipe.vae.requires_grad_(False)
+    vae_reward = reconstruction_reward(pipe.vae, args.seed)
+    print(f"vae: round trips of test renders score {vae_reward:.3f} ({time.time() - started:.0f}s)", flush=True)
     print(f"latents: {tuple(latents.shape)}, shift {pipe.vae.config.shift_factor:.4f}, "
           f"scale {pipe.vae.config.scaling_factor:.4f} ({time.time() - started:.0f}s)", flush=True)
     ids_clip, ids_t5 = tokenize(pipe, prompts)
-    train_flow(pipe, latents, owners, ids_clip, ids_t5, args.flow_steps, args.batch, args.flow_lr, gen)
+    train_flow(pipe, latents, owners, ids_clip, ids_t5, args.flow_steps, args.batch, args.flow_lr,
+               args.ema, gen)
     train_seconds = time.time() - started
 
     args.out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(args.out))
-    write_settings(args.out, pretrain={"command": "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:]),
-                                       "seconds": round(train_seconds), "parameters": n_params})
-    report = evaluate(args.out, args.eval_seeds, args.grid)
-    write_settings(args.out, pretrain={"command": "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:]),
-                                       "seconds": round(train_seconds), "parameters": n_params},
+    pipe.to("cpu").save_pretrained(str(args.out))
+    pretrain = {"command": "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:]),
+                "seconds": round(train_seconds), "device": args.device, "parameters": n_params,
+                "vae_reconstruction_reward": round(vae_reward, 4)}
+    write_settings(args.out, architecture=arch, pretrain=pretrain)
+    report = evaluate(args.out, args.eval_seeds, args.grid, args.device)
+    write_settings(args.out, architecture=arch, pretrain=pretrain,
                    evaluation={k: v for k, v in report.items() if k != "prompts"})
     print(f"trained in {train_seconds / 60:.1f} min; test reward {report['mean']:.3f}; "
           f"per category {report['per_category']}", flush=True)

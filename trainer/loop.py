@@ -220,30 +220,40 @@ class Trainer:
                 "update_s": time.perf_counter() - started - rollout_s - reward_s,
                 "seconds": time.perf_counter() - started, **stats}
 
-    def policy_loss(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows) -> tuple[torch.Tensor, dict]:
-        """PPO-clip (+ KL) loss over the window transitions of the samples ``rows``."""
+    def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float) -> dict | None:
+        """Back-propagate ``scale ·`` PPO-clip (+ β·KL) loss over the window transitions of the samples ``rows``.
+
+        The loss is a mean over (sample, step) terms, so it splits into one backward per
+        transition, weighted by its share of the terms: ``L = Σ_t (n_t / n) · L_t``. Only one
+        transition's activations are alive at a time, which is what lets FLUX-size models train
+        many window steps (or DanceGRPO's 14) without holding every step's graph.
+        """
         cfg = self.cfg
-        new, old, advantages, kls = [], [], [], []
+        chosen_per_step = []
         for transition in rollout.transitions:
             chosen = rows if dance_rows is None else rows[torch.isin(rows, dance_rows[transition.step])]
-            if len(chosen) == 0:
-                continue
+            if len(chosen):
+                chosen_per_step.append((transition, chosen))
+        total = sum(len(chosen) for _, chosen in chosen_per_step)
+        if total == 0:
+            return None
+        clipped, max_log_ratio, kl_sum = 0.0, 0.0, 0.0
+        for transition, chosen in chosen_per_step:
             part = select_rows(transition, chosen)
             part_cond = {k: v[chosen] for k, v in cond.items()}
             mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
-            new.append(gaussian_log_prob(part.x_next, mean, std))
-            old.append(part.log_prob)
-            advantages.append(adv[chosen])
+            ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob, adv[chosen], cfg.clip_range)
+            loss = ppo.loss
             if cfg.kl_beta > 0:
                 with torch.no_grad(), self.model.reference():
                     ref_mean, _ = transition_mean_std(self.velocity, part, part_cond, plan)
-                kls.append(kl_to_reference(mean, ref_mean, std))
-        if not new:
-            return None, {}
-        ppo = ppo_clip_loss(torch.cat(new), torch.cat(old), torch.cat(advantages), cfg.clip_range)
-        kl = torch.cat(kls).mean() if kls else torch.zeros(())
-        return ppo.loss + cfg.kl_beta * kl, {"clip_fraction": float(ppo.clip_fraction),
-                                              "max_abs_log_ratio": float(ppo.max_abs_log_ratio), "kl": float(kl)}
+                kl = kl_to_reference(mean, ref_mean, std).mean()
+                loss = loss + cfg.kl_beta * kl
+                kl_sum += float(kl) * len(chosen)
+            (loss * (scale * len(chosen) / total)).backward()
+            clipped += float(ppo.clip_fraction) * len(chosen)
+            max_log_ratio = max(max_log_ratio, float(ppo.max_abs_log_ratio))
+        return {"clip_fraction": clipped / total, "max_abs_log_ratio": max_log_ratio, "kl": kl_sum / total}
 
     def update(self, rollout, plan, cond, adv: torch.Tensor, iteration: int, samples: range, total: int) -> dict:
         """PPO-clip updates on this process's ``samples`` (``adv`` and ``cond`` are already sliced)."""
@@ -257,10 +267,9 @@ class Trainer:
         for part in parts:
             self.optimizer.zero_grad(set_to_none=True)
             for micro in part.split(cfg.micro_batch):
-                loss, info = self.policy_loss(rollout, plan, cond, adv, micro, dance_rows)
-                if loss is None:
+                info = self.policy_backward(rollout, plan, cond, adv, micro, dance_rows, len(micro) / len(part))
+                if info is None:
                     continue
-                (loss * len(micro) / len(part)).backward()
                 first = first or info
                 clip_fractions.append(info["clip_fraction"])
                 kls.append(info["kl"])

@@ -33,7 +33,7 @@ def read_settings(folder: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def write_settings(folder: str | Path, **extra) -> None:
-    data = {"architecture": asdict(ARCHITECTURE), "max_sequence_length": MAX_SEQUENCE_LENGTH,
+def write_settings(folder: str | Path, architecture: TinyConfig = ARCHITECTURE, **extra) -> None:
+    data = {"architecture": asdict(architecture), "max_sequence_length": MAX_SEQUENCE_LENGTH,
             "shift": SHIFT, "resolution": RESOLUTION, **extra}
     (Path(folder) / SETTINGS_FILE).write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,211 @@
+"""Full-size FLUX.1-dev architecture, random bf16 weights: seconds per iteration, peak memory and MFU.
+
+    python -m benchmarks.gpu_flux                       # CUDA: 512² and 720², DanceGRPO 25/14, MixGRPO, Flash*
+    python -m benchmarks.gpu_flux --preset tiny --device cpu --resolutions 64   # the same code path, tiny
+
+Each row is one real trainer iteration (:class:`trainer.loop.Trainer`: shared-trunk rollout, VAE
+decode, shapes reward, PPO-clip update with LoRA rank 64 and gradient checkpointing) after one
+warm-up iteration per resolution. The transformer has FLUX.1-dev's shape (19 double + 38 single
+blocks, 3072 wide, 16-channel latents, guidance embedding) and random weights; the VAE has FLUX's
+shape; the text encoders are small random stand-ins that emit FLUX's conditioning sizes (T5 4096 ×
+512 tokens, CLIP pooled 768), encoded once per prompt and cached like the trainer does.
+
+Model FLOP utilisation::
+
+    MFU = (network_evals · F_fwd + trained_rows · F_train) / seconds / peak
+
+``F_fwd`` (one no-grad forward of one sample) and ``F_train`` (one forward + backward of one sample
+with LoRA and checkpointing, recomputation included) are counted by ``torch.utils.flop_counter``;
+``trained_rows`` is window steps × samples (MixGRPO, Flash*) or 14 × samples (DanceGRPO 25/14).
+``peak`` is the GPU's dense bf16 rate (H100/H200 SXM: 989 TFLOP/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+ROWS = (("DanceGRPO 25/14", "dancegrpo"), ("MixGRPO", "mixgrpo"), ("MixGRPO-Flash*", "flash_star"))
+PRESETS = {
+    # FLUX.1-dev's transformer/config.json
+    "flux-dev": dict(num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+                     joint_attention_dim=4096, pooled_projection_dim=768, axes_dims_rope=(16, 56, 56),
+                     vae_channels=(128, 256, 512, 512), vae_layers=2, vae_groups=32, text_tokens=512),
+    "tiny": dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                 joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6),
+                 vae_channels=(16, 16, 16, 16), vae_layers=1, vae_groups=8, text_tokens=16),
+}
+
+
+def build_pipeline(preset: str, device: str, dtype: torch.dtype):
+    """A random-weight FluxPipeline with the preset's transformer and VAE shapes."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from mixgrpo.models.tiny import clip_tokenizer, t5_tokenizer
+    from mixgrpo.shapes import train_prompts
+
+    p = PRESETS[preset]
+    words = sorted({w for prompt in train_prompts() for w in prompt.split()})
+    tok, tok2 = clip_tokenizer(words), t5_tokenizer(words)
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=p["num_layers"], num_single_layers=p["num_single_layers"],
+            attention_head_dim=p["attention_head_dim"], num_attention_heads=p["num_attention_heads"],
+            joint_attention_dim=p["joint_attention_dim"], pooled_projection_dim=p["pooled_projection_dim"],
+            guidance_embeds=True, axes_dims_rope=p["axes_dims_rope"]).to(dtype)
+        levels = len(p["vae_channels"])
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=p["vae_channels"],
+                            down_block_types=("DownEncoderBlock2D",) * levels,
+                            up_block_types=("UpDecoderBlock2D",) * levels, layers_per_block=p["vae_layers"],
+                            norm_num_groups=p["vae_groups"],                            scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                            use_post_quant_conv=False).to(dtype)
+        clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=p["pooled_projection_dim"],
+                                            intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                            max_position_embeddings=77)).to(dtype)
+        t5 = T5EncoderModel(T5Config(vocab_size=len(tok2), d_model=p["joint_attention_dim"], d_kv=16, d_ff=64,
+                                     num_layers=1, num_heads=2)).to(dtype)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=tok, text_encoder_2=t5,
+                        tokenizer_2=tok2, transformer=transformer), p["text_tokens"]
+
+
+def count_flops(model, resolution: int, text_tokens: int) -> tuple[float, float]:
+    """(F_fwd, F_train) for one sample at ``resolution``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device, dtype = model.device, model.dtype
+    x = torch.randn(1, *model.latent_shape(resolution, resolution), device=device)
+    sigma = torch.full((1,), 0.5, device=device)
+    cond = {"prompt_embeds": torch.randn(1, text_tokens, model.transformer.config.joint_attention_dim,
+                                         device=device, dtype=dtype),
+            "pooled_prompt_embeds": torch.randn(1, model.transformer.config.pooled_projection_dim,
+                                                device=device, dtype=dtype)}
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        model.velocity(x, sigma, cond)
+    forward = counter.get_total_flops()
+    model.transformer.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model.velocity(x, sigma, cond)
+        out.float().square().mean().backward()
+    model.transformer.zero_grad(set_to_none=True)
+    model.transformer.eval()
+    return float(forward), float(counter.get_total_flops())
+
+
+def trained_rows(algo: str, window: int, steps: int, samples: int, dance_fraction: float) -> int:
+    per_sample = max(1, int(dance_fraction * (steps - 1))) if algo == "dancegrpo" else window
+    return per_sample * samples
+
+
+def make_trainer(model, params, algo: str, resolution: int, args):
+    from mixgrpo.rewards import load_rewards
+    from mixgrpo.shapes import train_prompts
+    from trainer.config import TrainConfig
+    from trainer.loop import Trainer
+
+    cfg = TrainConfig(algo=algo, resolution=resolution, group_size=args.group, prompts_per_iter=1,
+                      lora_rank=args.lora_rank, lora_alpha=args.lora_rank, gradient_checkpointing=True,
+                      mixed_precision="bf16" if model.device.type == "cuda" else "no", steps=25, window=4,
+                      updates_per_iter=1, micro_batch=args.micro_batch, shift=3.0, learning_rate=1e-5,
+                      device=model.device.type)
+    return Trainer(cfg, model, load_rewards("shapes", device=str(model.device)), train_prompts(), params)
+
+
+def run(args) -> list[dict]:
+    from mixgrpo.models.flux import FluxAdapter
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    started = time.perf_counter()
+    pipe, text_tokens = build_pipeline(args.preset, args.device, dtype)
+    model = FluxAdapter(pipe, max_sequence_length=text_tokens)
+    params = model.add_lora(rank=args.lora_rank, alpha=args.lora_rank)
+    model.transformer.enable_gradient_checkpointing()
+    n_params = sum(p.numel() for p in model.transformer.parameters())
+    print(f"transformer {n_params / 1e9:.2f} B parameters, LoRA {sum(p.numel() for p in params) / 1e6:.1f} M, "
+          f"built in {time.perf_counter() - started:.0f}s", flush=True)
+    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    peak = next((v for k, v in PEAK_BF16.items() if k in gpu), None)
+    rows = []
+    for resolution in args.resolutions:
+        f_fwd, f_train = count_flops(model, resolution, text_tokens)
+        print(f"{resolution}²: {f_fwd / 1e12:.1f} TFLOP forward, {f_train / 1e12:.1f} TFLOP forward+backward "
+              "per sample", flush=True)
+        warm = make_trainer(model, params, "mixgrpo", resolution, args)
+        warm.iteration(0, [0])  # kernels, allocator and cached conditioning warm up once per resolution
+        for label, algo in ROWS:
+            trainer = make_trainer(model, params, algo, resolution, args)
+            trainer.cond_cache = warm.cond_cache
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            stats = trainer.iteration(1, [0])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            flops = stats["network_evals"] * f_fwd + trained_rows(algo, 4, 25, args.group, 0.6) * f_train
+            row = {"resolution": resolution, "row": label, "algo": algo, "nfe": stats["nfe"],
+                   "network_evals": stats["network_evals"], "rollout_s": stats["rollout_s"],
+                   "reward_s": stats["reward_s"], "update_s": stats["update_s"], "seconds": stats["seconds"],
+                   "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+                   "pflop": flops / 1e15, "mfu": flops / stats["seconds"] / peak if peak else None,
+                   "max_abs_log_ratio": stats["first_max_abs_log_ratio"]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    base = {r["resolution"]: r["seconds"] for r in rows if r["algo"] == "dancegrpo"}
+    for r in rows:
+        r["ratio_to_dancegrpo"] = r["seconds"] / base[r["resolution"]]
+    return rows
+
+
+def to_markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "",
+             "| Resolution | Row | NFE | network evals / group | rollout s | reward s | update s | s / iteration "
+             "| ÷ DanceGRPO | peak GiB | PFLOP | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "–"
+        mfu = f"{100 * r['mfu']:.1f} %" if r["mfu"] is not None else "–"
+        lines.append(f"| {r['resolution']}² | {r['row']} | {r['nfe']} | {r['network_evals']} | {r['rollout_s']:.1f} "
+                     f"| {r['reward_s']:.1f} | {r['update_s']:.1f} | {r['seconds']:.1f} | "
+                     f"{r['ratio_to_dancegrpo']:.2f} | {mem} | {r['pflop']:.2f} | {mfu} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="flux-dev")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 720])
+    parser.add_argument("--group", type=int, default=12)
+    parser.add_argument("--lora-rank", type=int, default=64)
+    parser.add_argument("--micro-batch", type=int, default=12, help="samples per forward/backward in the update")
+    parser.add_argument("--out", type=Path, default=None, help="write a Markdown table (and .json beside it)")
+    args = parser.parse_args(argv)
+    rows = run(args)
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    precision = "bf16" if args.device.startswith("cuda") else "fp32"
+    header = (f"# {args.preset}, random {precision} weights, on {gpu}\n\nGroup {args.group}, LoRA rank {args.lora_rank}, "
+              f"gradient checkpointing, 25 steps, window 4, one prompt per iteration, micro-batch "
+              f"{args.micro_batch}. Command: `python -m benchmarks.gpu_flux {' '.join(sys.argv[1:] if argv is None else argv)}`")
+    table = to_markdown(rows, header)
+    print(table)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table)
+        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
