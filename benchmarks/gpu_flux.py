@@ -14,8 +14,7 @@ Model FLOP utilisation::
 
     MFU = (network_evals · F_fwd + trained_rows · F_train) / seconds / peak
 
-``F_fwd`` (one no-grad forward of one sample) and ``F_train`` (one forward + backward of one sample
-with LoRA and checkpointing, recomputation included) are counted by ``torch.utils.flop_counter``;
+``F_fwd`` (one forward of one sample) and ``F_train = 3·F_fwd`` are given by :func:`forward_flops`;
 ``trained_rows`` is window steps × samples (MixGRPO, Flash*) or 14 × samples (DanceGRPO 25/14).
 ``peak`` is the GPU's dense bf16 rate (H100/H200 SXM: 989 TFLOP/s).
 """
@@ -77,30 +76,23 @@ def build_pipeline(preset: str, device: str, dtype: torch.dtype):
                         tokenizer_2=tok2, transformer=transformer), p["text_tokens"]
 
 
-def count_flops(model, resolution: int, text_tokens: int) -> tuple[float, float]:
-    """(F_fwd, F_train) for one sample at ``resolution``."""
-    from torch.utils.flop_counter import FlopCounterMode
+def forward_flops(transformer, resolution: int, text_tokens: int) -> float:
+    """Matrix-multiply FLOPs of one transformer forward for one sample.
 
-    device, dtype = model.device, model.dtype
-    x = torch.randn(1, *model.latent_shape(resolution, resolution), device=device)
-    sigma = torch.full((1,), 0.5, device=device)
-    cond = {"prompt_embeds": torch.randn(1, text_tokens, model.transformer.config.joint_attention_dim,
-                                         device=device, dtype=dtype),
-            "pooled_prompt_embeds": torch.randn(1, model.transformer.config.pooled_projection_dim,
-                                                device=device, dtype=dtype)}
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        model.velocity(x, sigma, cond)
-    forward = counter.get_total_flops()
-    model.transformer.train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model.velocity(x, sigma, cond)
-        out.float().square().mean().backward()
-    model.transformer.zero_grad(set_to_none=True)
-    model.transformer.eval()
-    return float(forward), float(counter.get_total_flops())
+    With ``d`` the width, ``L = N_img + N_txt`` tokens and ``N_img = (resolution / 16)²``, every
+    double block has per stream q, k, v, out (4d²) and an MLP (8d²), every single block a fused
+    qkv + MLP-in (7d²) and an output over 5d (5d²); attention adds QKᵀ and AV (2·L²·d each)::
+
+        F_fwd = (n_double + n_single) · (2·12d²·L + 4·L²·d)
+
+    AdaLN modulation, embedders and the output layer act once per sample or cost < 1 % and are left out.
+    ``F_train = 3·F_fwd``: the forward, its recomputation under gradient checkpointing, and the
+    backward to the activations (base weights are frozen; LoRA's own gradients are < 1 %).
+    """
+    c = transformer.config
+    d = c.num_attention_heads * c.attention_head_dim
+    tokens = (resolution // 16) ** 2 + text_tokens
+    return float((c.num_layers + c.num_single_layers) * (2 * 12 * d * d * tokens + 4 * tokens * tokens * d))
 
 
 def trained_rows(algo: str, window: int, steps: int, samples: int, dance_fraction: float) -> int:
@@ -126,6 +118,10 @@ def run(args) -> list[dict]:
     from mixgrpo.models.flux import FluxAdapter
 
     device = torch.device(args.device)
+    if device.type == "cuda" and not args.cudnn_attention:
+        # PyTorch picks cuDNN attention first on Hopper; its backward under checkpoint recompute hit
+        # "illegal memory access" here (torch 2.11, H100): use the flash / memory-efficient kernels
+        torch.backends.cuda.enable_cudnn_sdp(False)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     started = time.perf_counter()
     pipe, text_tokens = build_pipeline(args.preset, args.device, dtype)
@@ -139,9 +135,9 @@ def run(args) -> list[dict]:
     peak = next((v for k, v in PEAK_BF16.items() if k in gpu), None)
     rows = []
     for resolution in args.resolutions:
-        f_fwd, f_train = count_flops(model, resolution, text_tokens)
-        print(f"{resolution}²: {f_fwd / 1e12:.1f} TFLOP forward, {f_train / 1e12:.1f} TFLOP forward+backward "
-              "per sample", flush=True)
+        f_fwd = forward_flops(model.transformer, resolution, text_tokens)
+        f_train = 3 * f_fwd
+        print(f"{resolution}²: {f_fwd / 1e12:.1f} TFLOP per forward per sample", flush=True)
         warm = make_trainer(model, params, "mixgrpo", resolution, args)
         warm.iteration(0, [0])  # kernels, allocator and cached conditioning warm up once per resolution
         for label, algo in ROWS:
@@ -190,6 +186,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--group", type=int, default=12)
     parser.add_argument("--lora-rank", type=int, default=64)
     parser.add_argument("--micro-batch", type=int, default=12, help="samples per forward/backward in the update")
+    parser.add_argument("--cudnn-attention", action="store_true", help="allow PyTorch's cuDNN SDPA backend")
     parser.add_argument("--out", type=Path, default=None, help="write a Markdown table (and .json beside it)")
     args = parser.parse_args(argv)
     rows = run(args)

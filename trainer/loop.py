@@ -242,7 +242,8 @@ class Trainer:
             part = select_rows(transition, chosen)
             part_cond = {k: v[chosen] for k, v in cond.items()}
             mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
-            ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob, adv[chosen], cfg.clip_range)
+            ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob, adv[chosen].to(mean.device),
+                                cfg.clip_range)
             loss = ppo.loss
             if cfg.kl_beta > 0:
                 with torch.no_grad(), self.model.reference():

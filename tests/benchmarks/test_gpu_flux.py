@@ -32,12 +32,21 @@ def test_tiny_preset_runs_every_row_with_consistent_counts(tmp_path):
     assert len(json.loads(out.with_suffix(".json").read_text())) == 3
 
 
-def test_flop_count_grows_with_resolution():
-    pipe, tokens = gpu_flux.build_pipeline("tiny", "cpu", __import__("torch").float32)
+def test_analytic_forward_flops_match_torch_flop_counter():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     from mixgrpo.models.flux import FluxAdapter
 
+    pipe, tokens = gpu_flux.build_pipeline("tiny", "cpu", torch.float32)
     model = FluxAdapter(pipe, max_sequence_length=tokens)
-    small, small_train = gpu_flux.count_flops(model, 64, tokens)
-    large, _ = gpu_flux.count_flops(model, 128, tokens)
-    assert large > 2 * small > 0  # 4× the image tokens; text tokens fixed
-    assert small_train > 2 * small  # backward costs at least a forward again
+    for resolution in (64, 128):
+        x = torch.randn(1, *model.latent_shape(resolution, resolution))
+        cond = {"prompt_embeds": torch.randn(1, tokens, 32), "pooled_prompt_embeds": torch.randn(1, 32)}
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model.velocity(x, torch.full((1,), 0.5), cond)
+        counted = counter.get_total_flops()
+        analytic = gpu_flux.forward_flops(model.transformer, resolution, tokens)
+        # the formula leaves out modulation, embedders and the output layer: large at this tiny width
+        assert 0.5 * counted < analytic <= counted
