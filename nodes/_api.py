@@ -1,0 +1,53 @@
+"""The one module that touches ComfyUI's APIs: its V3 node schema and the sampler plumbing.
+
+Every node imports ComfyUI names from here, so a rename in ``comfy_api`` or ``comfy.samplers``
+touches this file alone. Nothing here does maths: it adapts ComfyUI's objects to :mod:`mixgrpo`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (re-exported for the nodes)
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.samplers
+import folder_paths  # noqa: F401
+
+CATEGORY = "MixGRPO"
+
+
+class NotAFlowModel(ValueError):
+    """The model does not sample a rectified flow (its model sampling is not CONST)."""
+
+
+def model_sampling_of(denoiser_model):
+    """The ``model_sampling`` behind the denoiser a KSAMPLER function receives."""
+    return denoiser_model.inner_model.inner_model.model_sampling
+
+
+def flow_shift(model_sampling) -> float | None:
+    """The SD3-style shift ``s`` of a flow model's schedule, ``σ(t) = s·t / (1 + (s − 1)·t)``.
+
+    ComfyUI's FLUX sampling stores μ with ``σ(t) = e^μ / (e^μ + 1/t − 1)``, the same curve with
+    ``s = e^μ``. Raises :class:`NotAFlowModel` for EPS / V-prediction models.
+    """
+    if not isinstance(model_sampling, comfy.model_sampling.CONST):
+        raise NotAFlowModel(
+            f"MixGRPO Sampler needs a flow-matching model (CONST model sampling: FLUX, SD3, …); this model "
+            f"uses {type(model_sampling).__name__}. Use a stock sampler for it, or load a FLUX / SD3 model.")
+    if isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux):
+        return math.exp(float(model_sampling.shift))
+    shift = getattr(model_sampling, "shift", None)
+    return None if shift is None else float(shift)
+
+
+def ksampler(function, **options):
+    """A ComfyUI ``SAMPLER`` object around ``function(model, x, sigmas, extra_args, callback, disable, **options)``."""
+    return comfy.samplers.KSAMPLER(function, extra_options=options)
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's interruption exception if the user pressed Cancel."""
+    comfy.model_management.throw_exception_if_processing_interrupted()

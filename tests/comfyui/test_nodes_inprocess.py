@@ -1,0 +1,108 @@
+"""The node pack inside a real ComfyUI 0.3.75 (imported in a subprocess on the CPU), with stock nodes around it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comfy_setup import run_in_comfyui
+
+pytestmark = pytest.mark.comfyui
+
+REPO = Path(__file__).resolve().parents[2]
+
+PRELUDE = f"""
+import importlib.util, json, sys, torch
+spec = importlib.util.spec_from_file_location("mixgrpo_pack", {str(REPO / '__init__.py')!r},
+                                              submodule_search_locations=[{str(REPO)!r}])
+pack = importlib.util.module_from_spec(spec); sys.modules["mixgrpo_pack"] = pack; spec.loader.exec_module(pack)
+import asyncio
+import nodes as comfy_nodes
+from comfy_extras import nodes_custom_sampler as cs, nodes_sd3
+from mixgrpo_pack.nodes.loaders import LoadMixGRPOModel
+from mixgrpo_pack.nodes.sampling import MixGRPOSampler, MixGRPOSchedule
+
+def out(node_output):
+    return node_output.args if hasattr(node_output, "args") else node_output
+
+model, clip, vae = out(LoadMixGRPOModel.execute("embedded (shapes-flux-tiny)", "none", 1.0))
+cond = comfy_nodes.CLIPTextEncode().encode(clip, "a red circle")[0]
+latent = out(nodes_sd3.EmptySD3LatentImage.execute(128, 128, 1))[0]
+sigmas = out(cs.BasicScheduler.execute(model, "simple", 12, 1.0))[0]
+guider = out(cs.BasicGuider.execute(model, cond))[0]
+noise = out(cs.RandomNoise.execute(123))[0]
+
+def sample(sampler):
+    return out(cs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent))[0]["samples"]
+
+def mixgrpo(**kw):
+    args = dict(window_by="start step", window_start=0, window_percent=0.0, window_size=0, eta=0.7,
+                sde_type="flow", solver="euler", flash_compression=1.0) | kw
+    return out(MixGRPOSampler.execute(**args))[0]
+"""
+
+
+def run(code: str) -> dict:
+    result = run_in_comfyui(PRELUDE + code)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_empty_window_equals_stock_euler_and_stock_nodes_work_downstream():
+    r = run("""
+stock = sample(out(cs.KSamplerSelect.execute("euler"))[0])
+ours = sample(mixgrpo(window_size=0))
+image = comfy_nodes.VAEDecode().decode(vae, {"samples": ours})[0]
+flux_guided = comfy_nodes.NODE_CLASS_MAPPINGS["FluxGuidance"]().append(cond, 3.5)[0] if "FluxGuidance" in comfy_nodes.NODE_CLASS_MAPPINGS else cond
+schedule, info = out(MixGRPOSchedule.execute(25, 3.0, 0, 4, 0.4))[:2]
+print(json.dumps({"diff": (stock - ours).abs().max().item(), "shape": list(image.shape),
+                  "std": image.std().item(), "finite": bool(torch.isfinite(image).all()),
+                  "sigmas": len(sigmas), "schedule_len": len(schedule), "info": info,
+                  "shift": model.model.model_sampling.shift}))
+""")
+    assert r["diff"] <= 1e-5
+    assert r["shape"] == [1, 128, 128, 3] and r["finite"] and r["std"] > 0.05
+    assert r["schedule_len"] < 26 and "NFE" in r["info"] and "SDE steps 0–3" in r["info"]
+
+
+def test_window_with_noise_equals_core_rollout_on_the_diffusers_model():
+    r = run("""
+from mixgrpo.models import load_flow_model
+from mixgrpo.denoiser_sampling import WindowOptions, plan_for_sigmas
+from mixgrpo.rollout import mixed_rollout
+ours = sample(mixgrpo(window_start=2, window_size=4, eta=0.8))
+ode = sample(mixgrpo(window_size=0))
+from mixgrpo.models.embedded import EMBEDDED_DIR
+adapter = load_flow_model(EMBEDDED_DIR)
+plan = plan_for_sigmas(sigmas, WindowOptions(start=2, size=4, eta=0.8))
+x = noise.generate_noise(latent)  # σ0 = 1: the initial x is the noise itself
+vae_cfg = adapter.vae.config
+core = mixed_rollout(adapter.velocity, x.float(), plan, adapter.encode_prompts(["a red circle"]),
+                     generator=torch.Generator().manual_seed(123))
+core_latent = core.samples / vae_cfg.scaling_factor + vae_cfg.shift_factor  # ComfyUI returns VAE-space latents
+print(json.dumps({"diff": (ours - core_latent).abs().max().item(), "window_effect": (ours - ode).abs().max().item(),
+                  "first_sigma": float(sigmas[0])}))
+""")
+    assert r["first_sigma"] == 1.0
+    assert r["window_effect"] > 1e-2
+    assert r["diff"] <= 1e-4
+
+
+def test_non_flow_model_and_bad_window_are_clear_errors():
+    r = run("""
+import comfy.model_sampling as ms
+from mixgrpo_pack.nodes._api import NotAFlowModel, flow_shift
+eps_model = type("EpsSampling", (ms.ModelSamplingDiscrete, ms.EPS), {})(None)
+errors = {}
+try:
+    flow_shift(eps_model)
+except NotAFlowModel as e:
+    errors["non_flow"] = str(e)
+try:
+    sample(mixgrpo(window_start=10, window_size=4))
+except Exception as e:
+    errors["window"] = f"{type(e).__name__}: {e}"
+print(json.dumps(errors))
+""")
+    assert "needs a flow-matching model" in r["non_flow"] and "EpsSampling" in r["non_flow"]
+    assert "ScheduleError" in r["window"] and "12-step schedule" in r["window"]
