@@ -55,3 +55,35 @@ def save_sample_grid(images, captions: list[str], path: str | Path, columns: int
         ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
         ax.set_title(caption, fontsize=6, wrap=True)
     return _save(fig, path, dpi=110)
+
+
+def plot_sampling_plan(plan, path: str | Path, title: str = "") -> Path:
+    """σ per step, SDE window and ODE regions shaded, compressed steps marked, with the NFE."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    steps = list(range(len(plan.sigmas)))
+    ax.plot(steps, plan.sigmas, "o-", color="black", markersize=3, label="σ")
+    for i in range(plan.num_steps):
+        kind = plan.kind(i)
+        colour = {"sde": "tab:red", "euler": "tab:blue"}.get(kind, "tab:green")
+        ax.axvspan(i, i + 1, color=colour, alpha=0.18, lw=0)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.3) for c in ("tab:red", "tab:blue", "tab:green")]
+    ax.legend(handles, ["SDE (window)", "ODE: Euler", "ODE: DPM-Solver++ 2M"], fontsize=7, loc="upper right")
+    if plan.compressed_from is not None:
+        ax.axvline(plan.compressed_from, color="tab:green", ls="--", lw=1)
+    ax.set(xlabel="step", ylabel="σ", title=title or f"{plan.num_steps} steps, NFE {plan.nfe}")
+    return _save(fig, path, dpi=110)
+
+
+def plot_window_positions(lefts: list[int], size: int, num_steps: int, path: str | Path, title: str = "") -> Path:
+    """Which steps are trained (SDE) at each iteration: a step × iteration map."""
+    import numpy as np
+
+    plt = _pyplot()
+    grid = np.zeros((num_steps, len(lefts)))
+    for k, left in enumerate(lefts):
+        grid[left:left + size, k] = 1
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.imshow(grid, aspect="auto", origin="upper", cmap="Reds", vmin=0, vmax=1.4, interpolation="nearest")
+    ax.set(xlabel="iteration", ylabel="step (0 = σ max)", title=title or f"window of {size} steps")
+    return _save(fig, path, dpi=110)

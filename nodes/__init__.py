@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from ._api import ComfyExtension, folder_paths, io
 from .loaders import LoadMixGRPOModel
+from .monitor import TrainingRunMonitor
 from .sampling import MixGRPOSampler, MixGRPOSchedule
+from .scoring import RewardScorer
+from .visualise import SlidingWindowVisualiser
 
-NODES: list[type[io.ComfyNode]] = [MixGRPOSampler, MixGRPOSchedule, LoadMixGRPOModel]
+NODES: list[type[io.ComfyNode]] = [MixGRPOSampler, MixGRPOSchedule, SlidingWindowVisualiser, RewardScorer,
+                                   LoadMixGRPOModel, TrainingRunMonitor]
 
 
 def register_model_folders() -> None:

@@ -51,3 +51,18 @@ def ksampler(function, **options):
 def check_interrupted() -> None:
     """Raise ComfyUI's interruption exception if the user pressed Cancel."""
     comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def png_to_image(path):
+    """A PNG file as a ComfyUI ``IMAGE`` batch of one: float ``[1, H, W, 3]`` in [0, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array)[None]
+
+
+def images_to_batch(images):
+    """ComfyUI ``IMAGE`` ``[B, H, W, C]`` → the core's ``[B, 3, H, W]`` float in [0, 1]."""
+    return images[..., :3].permute(0, 3, 1, 2).float().clamp(0, 1)

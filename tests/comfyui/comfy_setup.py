@@ -66,3 +66,91 @@ def run_in_comfyui(code: str, timeout: int = 600) -> subprocess.CompletedProcess
                "from comfy.cli_args import args\nargs.cpu = True\n")
     return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=timeout,
                           cwd=str(root))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """A real ComfyUI server on the CPU with this repo in ``custom_nodes/`` (DESIGN.md recipe).
+
+    Everything it writes goes under ``base`` (``--base-directory``): custom_nodes, models, input,
+    output, user. ``log`` holds its console output.
+    """
+
+    def __init__(self, base: Path, repo: Path, startup_timeout: float = 240):
+        self.base, self.port = Path(base), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (self.base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+        link = self.base / "custom_nodes" / "comfyui-mixgrpo"
+        if not link.exists():
+            link.symlink_to(repo, target_is_directory=True)
+        self.log_path = self.base / "server.log"
+        root = comfyui_root()
+        self.process = subprocess.Popen(
+            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--disable-api-nodes", "--database-url", "sqlite:///:memory:", "--base-directory", str(self.base)],
+            cwd=str(root), stdout=self.log_path.open("w"), stderr=subprocess.STDOUT)
+        self._wait(startup_timeout)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait(self, timeout: float) -> None:
+        import time
+
+        import requests
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log[-4000:]}")
+            try:
+                if requests.get(f"{self.url}/object_info/KSampler", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f}s:\n{self.log[-4000:]}")
+
+    def get(self, path: str):
+        import requests
+
+        response = requests.get(self.url + path, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def run_prompt(self, prompt: dict, timeout: float = 600) -> dict:
+        """Queue an API-format prompt and wait for its ``/history`` entry (finished or failed)."""
+        import time
+
+        import requests
+
+        response = requests.post(f"{self.url}/prompt", json={"prompt": prompt}, timeout=30)
+        if response.status_code != 200:
+            return {"status": {"status_str": "rejected", "messages": [response.text]}}
+        prompt_id = response.json()["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"]["status_str"] in ("success", "error"):
+                    return entry
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()

@@ -1,0 +1,46 @@
+"""Reward Scorer: score an IMAGE batch against a prompt with rewards from the registry, best first."""
+
+from __future__ import annotations
+
+import torch
+
+from mixgrpo.rewards import load_rewards
+
+from ._api import CATEGORY, images_to_batch, io, ui
+
+
+class RewardScorer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MixGRPORewardScorer",
+            display_name="Reward Scorer",
+            category=f"{CATEGORY}/rewards",
+            is_output_node=True,
+            description="Scores images with human-preference or rule rewards (weights from models/reward_models) "
+                        "and returns the batch sorted best-first.",
+            inputs=[
+                io.Image.Input("images"),
+                io.String.Input("prompt", multiline=True, default="a red circle"),
+                io.String.Input("rewards", default="shapes:1",
+                                tooltip="Rewards with weights, e.g. 'hpsv2.1:1,pickscore:1' or 'shapes:1'."),
+            ],
+            outputs=[io.Float.Output(display_name="scores", is_output_list=True),
+                     io.Image.Output(display_name="best_first"),
+                     io.String.Output(display_name="summary")],
+        )
+
+    @classmethod
+    def execute(cls, images, prompt, rewards) -> io.NodeOutput:
+        batch = images_to_batch(images)
+        prompts = [prompt] * len(batch)
+        loaded = load_rewards(rewards)
+        per_reward = {reward.name: reward(batch, prompts).scores.float().cpu() for reward, _ in loaded}
+        total_weight = sum(w for _, w in loaded)
+        scores = sum(w * per_reward[reward.name] for reward, w in loaded) / total_weight
+        order = torch.argsort(scores, descending=True)
+        lines = [f"#{rank + 1}: image {int(i)}  score {scores[i]:.4f}  " +
+                 "  ".join(f"{name} {values[i]:.4f}" for name, values in per_reward.items())
+                 for rank, i in enumerate(order)]
+        summary = f"{rewards} on {len(batch)} image(s), mean {scores.mean():.4f}\n" + "\n".join(lines)
+        return io.NodeOutput([float(s) for s in scores], images[order], summary, ui=ui.PreviewText(summary))
