@@ -19,9 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CODE = """
-import importlib.util, json, statistics, sys, time, torch
-spec = importlib.util.spec_from_file_location("mixgrpo_pack", {init!r}, submodule_search_locations=[{repo!r}])
-pack = importlib.util.module_from_spec(spec); sys.modules["mixgrpo_pack"] = pack; spec.loader.exec_module(pack)
+import json, statistics, time, torch
 import nodes as comfy_nodes
 from comfy_extras import nodes_custom_sampler as cs, nodes_sd3
 from mixgrpo_pack.nodes.loaders import LoadMixGRPOModel, EMBEDDED
@@ -68,10 +66,10 @@ print(json.dumps({{name: {{"seconds": statistics.median(t), "nfe": nfe[name]}} f
 
 def run(repeats: int, steps: int, batch: int, threads: int) -> dict:
     sys.path.insert(0, str(REPO / "tests" / "comfyui"))
-    from comfy_setup import run_in_comfyui
+    from comfy_setup import import_pack_code, run_in_comfyui
 
-    result = run_in_comfyui(CODE.format(init=str(REPO / "__init__.py"), repo=str(REPO), repeats=repeats, steps=steps,
-                                        batch=batch, threads=threads), timeout=3600)
+    code = import_pack_code(REPO) + CODE.format(repeats=repeats, steps=steps, batch=batch, threads=threads)
+    result = run_in_comfyui(code, timeout=3600)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-4000:])
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -51,6 +51,7 @@ class TrainConfig:
     eta: float = _f(0.0, "SDE noise level η; 0 = the algorithm's default (0.7 flow, 0.3 dance)")
     compression: float = _f(0.0, "Flash compression r̃ after the window; 0 = the algorithm's default")
     dance_fraction: float = _f(0.6, "DanceGRPO: fraction of the T − 1 steps each sample trains")
+    dance_first: int = _f(0, "DanceGRPO: train the first k steps of every sample instead (25/4*); 0 = random steps")
     # -- GRPO -------------------------------------------------------------------------------
     group_size: int = _f(8, "samples per prompt (N); all share the initial noise")
     prompts_per_iter: int = _f(4, "prompt groups per iteration (over all processes)")

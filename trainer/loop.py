@@ -132,7 +132,8 @@ class Trainer:
         if self.cfg.algo != "dancegrpo":
             return None
         gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, iteration, 3))
-        picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen)[samples.start:samples.stop]
+        picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen,
+                                  first_only=self.cfg.dance_first or None)[samples.start:samples.stop]
         return {s: torch.tensor([r for r in range(len(picks)) if s in picks[r]], dtype=torch.long) for s in steps}
 
     def velocity(self, x, sigma, cond):

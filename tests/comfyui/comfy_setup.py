@@ -154,3 +154,24 @@ class ComfyServer:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def import_pack_code(repo: Path) -> str:
+    """Python source that imports this repo as the package ``mixgrpo_pack``, the way ComfyUI loads a pack."""
+    return (f"import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('mixgrpo_pack', {str(repo / '__init__.py')!r}, "
+            f"submodule_search_locations=[{str(repo)!r}])\n"
+            "pack = importlib.util.module_from_spec(spec); sys.modules['mixgrpo_pack'] = pack\n"
+            "spec.loader.exec_module(pack)\n")
+
+
+def short_trainer_run(out: Path, eval_prompts: int = 4, *flags: str) -> Path:
+    """A seconds-long real trainer run on the embedded model; returns its run folder."""
+    from mixgrpo.shapes import test_prompts
+    from trainer.run import main
+
+    (out / "eval.txt").write_text("\n".join(test_prompts()[:eval_prompts]) + "\n")
+    main(["--window", "2", "--steps", "6", "--iterations", "2", "--group-size", "2", "--prompts-per-iter", "2",
+          "--micro-batch", "4", "--eval-every", "0", "--eval-seeds", "1", "--eval-prompts", str(out / "eval.txt"),
+          "--run-dir", str(out), "--name", "run", *flags])
+    return out / "run"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from comfy_setup import ComfyServer
+from comfy_setup import ComfyServer, short_trainer_run
 
 pytestmark = pytest.mark.comfyui
 
@@ -48,15 +48,27 @@ def browser():
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    from mixgrpo.shapes import test_prompts
-    from trainer.run import main
+    """A short real trainer run for the monitor workflow."""
+    return short_trainer_run(tmp_path_factory.mktemp("runs"))
 
-    out = tmp_path_factory.mktemp("runs")
-    (out / "eval.txt").write_text("\n".join(test_prompts()[:4]) + "\n")
-    main(["--window", "2", "--steps", "6", "--iterations", "2", "--group-size", "2", "--prompts-per-iter", "2",
-          "--micro-batch", "4", "--eval-every", "0", "--eval-seeds", "1", "--eval-prompts", str(out / "eval.txt"),
-          "--run-dir", str(out), "--name", "run"])
-    return out / "run"
+
+def open_workflow(browser, server, path: Path):
+    """A page of the UI with the workflow file loaded through ``#comfy-file-input``; returns (page, node types)."""
+    page = browser.new_page(viewport={"width": 1600, "height": 900})
+    page.goto(server.url)
+    page.wait_for_selector("#comfy-file-input", state="attached", timeout=120_000)
+    page.wait_for_timeout(2000)
+    page.set_input_files("#comfy-file-input", str(path))
+    page.wait_for_timeout(2000)
+    return page, page.evaluate("() => window.app.graph._nodes.map(n => n.type)")
+
+
+def save_screenshot(page, name: str, folder: Path) -> Path:
+    shot = folder / f"{name}.png"
+    page.screenshot(path=str(shot))
+    if os.environ.get("MIXGRPO_UPDATE_THUMBNAILS"):
+        shutil.copyfile(shot, REPO / "workflows" / f"{name}.png")
+    return shot
 
 
 def wait_for_new_history(server, before: set, timeout: float = 300) -> dict:
@@ -81,13 +93,7 @@ def test_load_workflow_click_run_and_succeed(server, browser, run_folder, name, 
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(workflow))
 
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    page.goto(server.url)
-    page.wait_for_selector("#comfy-file-input", state="attached", timeout=120_000)
-    page.wait_for_timeout(2000)
-    page.set_input_files("#comfy-file-input", str(path))
-    page.wait_for_timeout(2000)
-    types = page.evaluate("() => window.app.graph._nodes.map(n => n.type)")
+    page, types = open_workflow(browser, server, path)
     assert sorted(types) == sorted(n["type"] for n in workflow["nodes"])
 
     before = set(server.get("/history"))
@@ -95,27 +101,14 @@ def test_load_workflow_click_run_and_succeed(server, browser, run_folder, name, 
     entry = wait_for_new_history(server, before)
     assert entry["status"]["status_str"] == "success", entry["status"]
     page.wait_for_timeout(1500)
-    shot = tmp_path / f"{name}.png"
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("MIXGRPO_UPDATE_THUMBNAILS"):
-        shutil.copyfile(shot, REPO / "workflows" / f"{name}.png")
+    assert save_screenshot(page, name, tmp_path).stat().st_size > 10_000
     page.close()
 
 
 def test_flux_workflow_loads_in_the_ui(server, browser, tmp_path):
     """Needs FLUX.1-dev weights to run; here it must load with every node known to the frontend."""
     path = REPO / "workflows" / "flux_dev_lora_hybrid.json"
-    page = browser.new_page(viewport={"width": 1600, "height": 900})
-    page.goto(server.url)
-    page.wait_for_selector("#comfy-file-input", state="attached", timeout=120_000)
-    page.wait_for_timeout(2000)
-    page.set_input_files("#comfy-file-input", str(path))
-    page.wait_for_timeout(2000)
-    nodes = page.evaluate("() => window.app.graph._nodes.map(n => [n.type, n.has_errors === true])")
-    assert sorted(t for t, _ in nodes) == sorted(n["type"] for n in json.loads(path.read_text())["nodes"])
-    shot = tmp_path / "flux_dev_lora_hybrid.png"
-    page.screenshot(path=str(shot))
-    if os.environ.get("MIXGRPO_UPDATE_THUMBNAILS"):
-        shutil.copyfile(shot, REPO / "workflows" / "flux_dev_lora_hybrid.png")
+    page, types = open_workflow(browser, server, path)
+    assert sorted(types) == sorted(n["type"] for n in json.loads(path.read_text())["nodes"])
+    assert save_screenshot(page, "flux_dev_lora_hybrid", tmp_path).stat().st_size > 10_000
     page.close()

@@ -5,18 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from comfy_setup import run_in_comfyui
+from comfy_setup import import_pack_code, run_in_comfyui
 
 pytestmark = pytest.mark.comfyui
 
 REPO = Path(__file__).resolve().parents[2]
 
-PRELUDE = f"""
-import importlib.util, json, sys, torch
-spec = importlib.util.spec_from_file_location("mixgrpo_pack", {str(REPO / '__init__.py')!r},
-                                              submodule_search_locations=[{str(REPO)!r}])
-pack = importlib.util.module_from_spec(spec); sys.modules["mixgrpo_pack"] = pack; spec.loader.exec_module(pack)
-import asyncio
+PRELUDE = import_pack_code(REPO) + """
+import json, torch
 import nodes as comfy_nodes
 from comfy_extras import nodes_custom_sampler as cs, nodes_sd3
 from mixgrpo_pack.nodes.loaders import LoadMixGRPOModel

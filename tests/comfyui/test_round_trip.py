@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_setup import run_in_comfyui
+from comfy_setup import import_pack_code, run_in_comfyui, short_trainer_run
 
 pytestmark = pytest.mark.comfyui
 
@@ -14,24 +14,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    from trainer.run import main
-
-    from mixgrpo.shapes import test_prompts
-
-    out = tmp_path_factory.mktemp("runs")
-    (out / "eval.txt").write_text("\n".join(test_prompts()[:2]) + "\n")
-    main(["--window", "2", "--steps", "8", "--iterations", "3", "--group-size", "4", "--prompts-per-iter", "2",
-          "--micro-batch", "8", "--learning-rate", "3e-3", "--eval-every", "0", "--eval-seeds", "1",
-          "--eval-prompts", str(out / "eval.txt"), "--run-dir", str(out), "--name", "run"])
-    return out / "run"
+    """Three iterations at a high learning rate, so the LoRA visibly changes the image."""
+    return short_trainer_run(tmp_path_factory.mktemp("runs"), 2, "--iterations", "3", "--steps", "8",
+                             "--group-size", "4", "--micro-batch", "8", "--learning-rate", "3e-3")
 
 
 def test_run_lora_in_comfyui_equals_the_trainers_own_ode_sample(run_folder):
-    code = f"""
-import importlib.util, json, sys, torch
-spec = importlib.util.spec_from_file_location("mixgrpo_pack", {str(REPO / '__init__.py')!r},
-                                              submodule_search_locations=[{str(REPO)!r}])
-pack = importlib.util.module_from_spec(spec); sys.modules["mixgrpo_pack"] = pack; spec.loader.exec_module(pack)
+    code = import_pack_code(REPO) + f"""
+import json, torch
 import nodes as comfy_nodes
 from comfy_extras import nodes_custom_sampler as cs, nodes_sd3
 from mixgrpo_pack.nodes.loaders import LoadMixGRPOModel, EMBEDDED

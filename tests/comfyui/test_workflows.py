@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_setup import ComfyServer
+from comfy_setup import ComfyServer, short_trainer_run
 from workflow_api import to_api
 
 pytestmark = pytest.mark.comfyui
@@ -29,16 +29,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A short real trainer run for the monitor workflow."""
-    from trainer.run import main
-
-    from mixgrpo.shapes import test_prompts
-
-    out = tmp_path_factory.mktemp("runs")
-    (out / "eval.txt").write_text("\n".join(test_prompts()[:4]) + "\n")
-    main(["--window", "2", "--steps", "6", "--iterations", "2", "--group-size", "2", "--prompts-per-iter", "2",
-          "--micro-batch", "4", "--eval-every", "0", "--eval-seeds", "1", "--eval-prompts", str(out / "eval.txt"),
-          "--run-dir", str(out), "--name", "run"])
-    return out / "run"
+    return short_trainer_run(tmp_path_factory.mktemp("runs"))
 
 
 def test_every_required_workflow_ships_with_a_thumbnail():

@@ -1,0 +1,144 @@
+"""The paper's efficiency table on the embedded model and the shapes reward, all rows in one process.
+
+    python -m benchmarks.table1                       # K = 20 iterations, seeds 0 1 2 (≈ 35 min on 2 CPU cores)
+    python -m benchmarks.table1 --iterations 2 --seeds 0 --eval-prompts 4   # a smoke run
+
+Every row is a real ``trainer.run`` on the same training prompts, seeds, iteration budget and
+held-out prompts (the first ``--eval-prompts`` of the shapes test split, ``--eval-seeds`` fixed
+seeds each). Per row it reports the old-policy NFE (mean over iterations), the trained steps per
+sample, seconds per iteration split into rollout / reward / update (medians), the ratio to
+DanceGRPO 25/14, the held-out reward after K iterations (mean ± std over seeds), and the training
+wall time (evaluations excluded) at which the row's mean curve first reaches DanceGRPO 25/14's final
+reward. Writes ``table1.md``, ``table1.json`` and ``table1.png`` (reward against wall-clock time)
+to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+ROWS = [  # (label, flags, trained steps per sample)
+    ("DanceGRPO 25/14", ["--algo", "dancegrpo"], "14 random"),
+    ("DanceGRPO 25/4", ["--algo", "dancegrpo", "--dance-fraction", "0.17"], "4 random"),
+    ("DanceGRPO 25/4*", ["--algo", "dancegrpo", "--dance-first", "4"], "first 4"),
+    ("MixGRPO", ["--algo", "mixgrpo", "--window", "4"], "4 (progressive window)"),
+    ("MixGRPO-Flash", ["--algo", "flash", "--window", "4"], "4"),
+    ("MixGRPO-Flash*", ["--algo", "flash_star", "--window", "4"], "4 (frozen window)"),
+]
+
+
+def run_row(flags: list[str], seed: int, args, root: Path, eval_file: Path) -> dict:
+    from trainer.run import main
+
+    name = f"{flags[1]}-{'-'.join(flags[2:]).replace('--', '')}-seed{seed}"
+    main([*flags, "--seed", str(seed), "--iterations", str(args.iterations), "--eval-every", str(args.eval_every),
+          "--eval-seeds", str(args.eval_seeds), "--eval-prompts", str(eval_file), "--checkpoint-every", "1000",
+          "--run-dir", str(root), "--name", name])
+    folder = root / name
+    history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evaluations = json.loads((folder / "eval.json").read_text())["evaluations"]
+    elapsed = [0.0]
+    for h in history:
+        elapsed.append(elapsed[-1] + h["seconds"])
+    curve = [(elapsed[e["iteration"]], e["mean"]) for e in evaluations]  # training seconds at each evaluation
+    return {"history": history, "curve": curve, "final": evaluations[-1]["mean"]}
+
+
+def summarise(label: str, trained: str, runs: list[dict]) -> dict:
+    histories = [h for r in runs for h in r["history"]]
+    finals = [r["final"] for r in runs]
+    points = len(runs[0]["curve"])
+    mean_curve = [(statistics.mean(r["curve"][i][0] for r in runs), statistics.mean(r["curve"][i][1] for r in runs))
+                  for i in range(points)]
+    return {
+        "row": label, "trained_steps": trained,
+        "old_policy_nfe": statistics.mean(h["nfe"] for h in histories),
+        "network_evals_per_iteration": statistics.mean(h["network_evals"] for h in histories),
+        "rollout_s": statistics.median(h["rollout_s"] for h in histories),
+        "reward_s": statistics.median(h["reward_s"] for h in histories),
+        "update_s": statistics.median(h["update_s"] for h in histories),
+        "seconds": statistics.median(h["seconds"] for h in histories),
+        "final_mean": statistics.mean(finals), "final_std": statistics.pstdev(finals) if len(finals) > 1 else 0.0,
+        "start_mean": statistics.mean(r["curve"][0][1] for r in runs),
+        "curve": mean_curve,
+    }
+
+
+def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, reward in curve if reward >= target), None)
+
+
+def to_markdown(rows: list[dict], args, total_minutes: float) -> str:
+    base = rows[0]
+    lines = [f"# Table 1 on the embedded model (shapes reward, CPU)", "",
+             f"K = {args.iterations} iterations, seeds {args.seeds}, trainer defaults otherwise (group 8 × 4 prompts, "
+             f"25 steps); held-out: first {args.eval_prompts} test prompts × {args.eval_seeds} seeds. "
+             f"Whole benchmark: {total_minutes:.1f} min. Command: `python -m benchmarks.table1 "
+             f"--iterations {args.iterations} --seeds {' '.join(map(str, args.seeds))}`", "",
+             "| Row | Trained steps | Old-policy NFE | Network evals / it | Rollout s | Reward s | Update s | s / it "
+             "| ÷ DanceGRPO 25/14 | Held-out reward at K (± std) | Time to DanceGRPO 25/14's final |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        reach = time_to_reach(r["curve"], base["final_mean"])
+        reach_text = "not reached" if reach is None else f"{reach:.0f} s ({reach / base['curve'][-1][0]:.2f}×)"
+        lines.append(f"| {r['row']} | {r['trained_steps']} | {r['old_policy_nfe']:.1f} | "
+                     f"{r['network_evals_per_iteration']:.0f} | {r['rollout_s']:.2f} | {r['reward_s']:.2f} | "
+                     f"{r['update_s']:.2f} | {r['seconds']:.2f} | {r['seconds'] / base['seconds']:.2f} | "
+                     f"{r['final_mean']:.4f} ± {r['final_std']:.4f} (start {r['start_mean']:.4f}) | {reach_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from mixgrpo.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        ax.plot([t for t, _ in r["curve"]], [v for _, v in r["curve"]], "o-", markersize=3, label=r["row"])
+    ax.set(xlabel="training wall-clock time (s, evaluations excluded)", ylabel="held-out shapes reward",
+           title="reward against time (mean over seeds)")
+    ax.legend(fontsize=7)
+    _save(fig, path, dpi=110)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--eval-every", type=int, default=5)
+    parser.add_argument("--eval-prompts", type=int, default=24)
+    parser.add_argument("--eval-seeds", type=int, default=1)
+    parser.add_argument("--rows", nargs="+", default=None, help="row labels to run (default: all six)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+
+    from mixgrpo.shapes import test_prompts
+
+    started = time.time()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        eval_file = root / "eval_prompts.txt"
+        eval_file.write_text("\n".join(test_prompts()[:args.eval_prompts]) + "\n")
+        for label, flags, trained in ROWS:
+            if args.rows and label not in args.rows:
+                continue
+            runs = [run_row(flags, seed, args, root, eval_file) for seed in args.seeds]
+            rows.append(summarise(label, trained, runs))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "curve"}), flush=True)
+    table = to_markdown(rows, args, (time.time() - started) / 60)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table1.md").write_text(table)
+    (args.out / "table1.json").write_text(json.dumps(rows, indent=2) + "\n")
+    plot(rows, args.out / "table1.png")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
