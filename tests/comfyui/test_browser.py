@@ -32,6 +32,8 @@ def ensure_chromium() -> str:
 def server(tmp_path_factory):
     s = ComfyServer(tmp_path_factory.mktemp("comfyui-browser"), REPO)
     requests.post(f"{s.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
+    # draw node text at the zoom that fits a whole workflow (screenshots double as thumbnails)
+    requests.post(f"{s.url}/settings/LiteGraph.Canvas.LowQualityRenderingZoomThreshold", json=0.2, timeout=10)
     yield s
     s.stop()
 

@@ -57,7 +57,7 @@ print(json.dumps({"diff": (stock - ours).abs().max().item(), "shape": list(image
                   "shift": model.model.model_sampling.shift}))
 """)
     assert r["diff"] <= 1e-5
-    assert r["shape"] == [1, 128, 128, 3] and r["finite"] and r["std"] > 0.05
+    assert r["shape"] == [1, 128, 128, 3] and r["finite"] and r["std"] > 0.005  # not constant: a decoded image
     assert r["schedule_len"] < 26 and "NFE" in r["info"] and "SDE steps 0–3" in r["info"]
 
 

@@ -59,4 +59,4 @@ def test_runnable_workflow_succeeds_with_non_degenerate_images(server, path, run
     assert images
     for image in images:
         array = np.asarray(Image.open(server.base / image["type"] / image["subfolder"] / image["filename"]))
-        assert array.std() > 5, image["filename"]  # 8-bit values: not a blank image
+        assert array.std() > 1, image["filename"]  # 8-bit values: not a constant fill
