@@ -107,5 +107,12 @@ def test_bad_inputs_are_node_errors_and_the_server_keeps_serving(server):
     entry = server.run_prompt(missing)
     assert entry["status"]["status_str"] == "error"
     assert "reward_models" in str(entry["status"]["messages"])  # says where to put the weights
+    non_flow = sampler_prompt()  # ComfyUI's own ModelSamplingDiscrete node turns the model into an EPS model
+    non_flow["13"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "eps",
+                                                                        "zsnr": False}}
+    non_flow["7"]["inputs"]["model"] = ["13", 0]
+    entry = server.run_prompt(non_flow)
+    assert entry["status"]["status_str"] == "error"
+    assert "needs a flow-matching model" in str(entry["status"]["messages"])
     entry = server.run_prompt(sampler_prompt(seed=9))
     assert entry["status"]["status_str"] == "success"
