@@ -36,19 +36,19 @@ class SlidingWindowVisualiser(io.ComfyNode):
                 io.Int.Input("shift_interval", default=25, min=1, max=10000, tooltip="Iterations per window move (τ)."),
                 io.Int.Input("stride", default=1, min=0, max=100, tooltip="Steps per window move (s)."),
                 io.Int.Input("iterations", default=300, min=1, max=100000),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="For the random strategy."),
+                io.Int.Input("strategy_seed", default=0, min=0, max=2**31 - 1, tooltip="For the random strategy."),
             ],
             outputs=[io.Image.Output(display_name="schedule"), io.Image.Output(display_name="windows")],
         )
 
     @classmethod
     def execute(cls, algorithm, steps, shift, window_size, window_start, strategy, shift_interval, stride,
-                iterations, seed) -> io.NodeOutput:
+                iterations, strategy_seed) -> io.NodeOutput:
         plan = build_plan(algorithm, num_steps=steps, shift=shift, window_start=window_start, window_size=window_size)
         if algorithm == "flash_star":
             strategy = "frozen"
         schedule = WindowSchedule(num_steps=steps, size=window_size, strategy=strategy,
-                                  shift_interval=shift_interval, stride=stride, seed=seed)
+                                  shift_interval=shift_interval, stride=stride, seed=strategy_seed)
         with tempfile.TemporaryDirectory() as tmp:
             plan_png = plot_sampling_plan(plan, Path(tmp) / "plan.png",
                                           title=f"{algorithm}: {plan.num_steps} steps, NFE {plan.nfe}")

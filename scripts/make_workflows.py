@@ -145,7 +145,7 @@ def workflows() -> dict[str, tuple[str, list[Node]]]:
             Node(1, "MixGRPOWindowVisualiser", (20, 40), {"algorithm": "flash", "steps": 25, "shift": 3.0,
                                                           "window_size": 4, "window_start": 4, "strategy": "progressive",
                                                           "shift_interval": 25, "stride": 1, "iterations": 300,
-                                                          "seed": 0}),
+                                                          "strategy_seed": 0}),
             Node(2, "SaveImage", (400, 40), {"filename_prefix": "mixgrpo_schedule"}, {"images": (1, 0)}),
             Node(3, "SaveImage", (400, 400), {"filename_prefix": "mixgrpo_windows"}, {"images": (1, 1)})]),
         "best_of_n_reward_scorer": ("Best of 8 with the reward scorer", best_of),

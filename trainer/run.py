@@ -20,6 +20,9 @@ import yaml
 from .config import ConfigError, TrainConfig, config_dict, parse_config
 
 
+ALGO_NAMES = {"mixgrpo": "MixGRPO", "flash": "MixGRPO-Flash", "flash_star": "MixGRPO-Flash*", "dancegrpo": "DanceGRPO"}
+
+
 def resolve_model_path(name: str) -> str:
     if name == "embedded":
         from mixgrpo.models.embedded import EMBEDDED_DIR
@@ -127,7 +130,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
         evaluations.append({k: v for k, v in before.items() if k != "_images"})
         before_images = before["_images"]
     metrics_file = (run_dir / "metrics.jsonl").open("a") if main_process else None
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="MixGRPO", unit="it",
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=ALGO_NAMES[cfg.algo], unit="it",
                disable=not main_process)
     for iteration in bar:
         record = trainer.iteration(iteration, sampler.take(cfg.prompts_per_iter))

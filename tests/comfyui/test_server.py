@@ -87,7 +87,7 @@ def test_sampler_workflow_outputs_images_and_scores_matching_the_registry(server
 def test_visualiser_returns_plot_images(server):
     prompt = {"1": {"class_type": "MixGRPOWindowVisualiser", "inputs": {
         "algorithm": "flash", "steps": 25, "shift": 3.0, "window_size": 4, "window_start": 2, "strategy": "progressive",
-        "shift_interval": 25, "stride": 1, "iterations": 300, "seed": 0}},
+        "shift_interval": 25, "stride": 1, "iterations": 300, "strategy_seed": 0}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "plan"}},
         "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 1], "filename_prefix": "windows"}}}
     entry = server.run_prompt(prompt)
