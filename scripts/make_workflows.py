@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+sys.path.insert(0, str(REPO / "tests" / "comfyui"))  # the test harness: a ComfyUI server and the UI-format rules
+
+from workflow_api import has_seed_control, input_specs, is_widget  # noqa: E402
 
 
 @dataclass
@@ -27,23 +29,6 @@ class Node:
     widgets: dict = field(default_factory=dict)
     links: dict = field(default_factory=dict)   # input name -> (source node id, output slot)
     title: str | None = None
-
-
-def input_specs(info: dict) -> list[tuple[str, list]]:
-    specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-    order = info.get("input_order", {})
-    names = order.get("required", []) + order.get("optional", []) if order else list(specs)
-    return [(name, specs[name]) for name in names]
-
-
-def is_widget(spec: list) -> bool:
-    kind = spec[0]
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput")
-
-
-def has_seed_control(spec: list) -> bool:
-    return len(spec) > 1 and isinstance(spec[1], dict) and bool(spec[1].get("control_after_generate"))
 
 
 def to_ui(nodes: list[Node], object_info: dict, title: str) -> dict:
@@ -158,7 +143,6 @@ def workflows() -> dict[str, tuple[str, list[Node]]]:
 
 
 def main() -> None:
-    sys.path.insert(0, str(REPO / "tests" / "comfyui"))
     from comfy_setup import ComfyServer
 
     with tempfile.TemporaryDirectory() as tmp:

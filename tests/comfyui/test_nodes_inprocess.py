@@ -49,7 +49,6 @@ def test_empty_window_equals_stock_euler_and_stock_nodes_work_downstream():
 stock = sample(out(cs.KSamplerSelect.execute("euler"))[0])
 ours = sample(mixgrpo(window_size=0))
 image = comfy_nodes.VAEDecode().decode(vae, {"samples": ours})[0]
-flux_guided = comfy_nodes.NODE_CLASS_MAPPINGS["FluxGuidance"]().append(cond, 3.5)[0] if "FluxGuidance" in comfy_nodes.NODE_CLASS_MAPPINGS else cond
 schedule, info = out(MixGRPOSchedule.execute(25, 3.0, 0, 4, 0.4))[:2]
 print(json.dumps({"diff": (stock - ours).abs().max().item(), "shape": list(image.shape),
                   "std": image.std().item(), "finite": bool(torch.isfinite(image).all()),
