@@ -37,6 +37,7 @@ from .world import (
     BACKGROUND_TINT,
     COLOURS,
     PALETTE_RGB255,
+    SHAPES,
 )
 
 RADIUS_RANGE = (0.09, 0.15)
@@ -140,22 +141,45 @@ def sample_background(rng: np.random.Generator) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.clip(grey + tint, 0.0, 1.0))
 
 
-def draw_layout(layout: list[PlacedObject], background: tuple[float, float, float], size: int = 128) -> torch.Tensor:
-    """Paint ``layout`` on a plain ``background``: float32 ``[3, size, size]`` in [0, 1]."""
+def _draw(layout: list[PlacedObject], size: int, mode: str, background, fill_of) -> Image.Image:
+    """Draw every instance at ``SUPERSAMPLE``× the size, then box-reduce (anti-aliased edges)."""
     big = size * SUPERSAMPLE
-    image = Image.new("RGB", (big, big), tuple(round(255 * v) for v in background))
+    image = Image.new(mode, (big, big), background)
     pen = ImageDraw.Draw(image)
     for p in layout:
         cx, cy, r = p.cx * big, p.cy * big, p.radius * big
-        fill = PALETTE_RGB255[p.colour]
+        fill = fill_of(p)
         if p.shape == "circle":
             pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
         elif p.shape == "square":
             pen.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
         else:
             pen.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    image = image.reduce(SUPERSAMPLE)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255.0)
+    return image.reduce(SUPERSAMPLE)
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    array = np.asarray(image).copy()
+    return torch.from_numpy(array if array.ndim == 3 else array[..., None]).permute(2, 0, 1).float().div_(255.0)
+
+
+def draw_layout(layout: list[PlacedObject], background: tuple[float, float, float], size: int = 128) -> torch.Tensor:
+    """Paint ``layout`` on a plain ``background``: float32 ``[3, size, size]`` in [0, 1]."""
+    image = _draw(layout, size, "RGB", tuple(round(255 * v) for v in background), lambda p: PALETTE_RGB255[p.colour])
+    return _to_tensor(image)
+
+
+def draw_shape_masks(layout: list[PlacedObject], size: int = 128) -> torch.Tensor:
+    """Coverage of each shape kind (``SHAPES`` order): float32 ``[3, size, size]`` in [0, 1], drawn with
+    the same geometry and anti-aliasing as :func:`draw_layout` (pretraining targets, not the reward)."""
+    return torch.cat([_to_tensor(_draw([p for p in layout if p.shape == kind], size, "L", 0, lambda p: 255))
+                      for kind in SHAPES])
+
+
+def _layout_and_background(spec_or_prompt, generator, seed):
+    rng = _make_rng(generator, seed)
+    layout = sample_layout(spec_or_prompt, rng)
+    return layout, sample_background(rng)
 
 
 def render(spec_or_prompt: PromptSpec | str, size: int = 128, generator: torch.Generator | None = None,
@@ -164,18 +188,23 @@ def render(spec_or_prompt: PromptSpec | str, size: int = 128, generator: torch.G
 
     Randomness comes from ``generator`` if given, else from ``seed`` (None: fresh entropy).
     """
-    rng = _make_rng(generator, seed)
-    layout = sample_layout(spec_or_prompt, rng)
-    return draw_layout(layout, sample_background(rng), size)
+    layout, background = _layout_and_background(spec_or_prompt, generator, seed)
+    return draw_layout(layout, background, size)
 
 
 def render_batch(prompts: list[PromptSpec | str], size: int = 128, generator: torch.Generator | None = None,
-                 seed: int | None = None) -> torch.Tensor:
+                 seed: int | None = None, with_masks: bool = False):
     """One render per prompt: float32 ``[B, 3, size, size]``; image ``i`` uses seed ``seed + i``
-    (or draws from ``generator``), so a batch is reproducible image by image."""
-    images = []
+    (or draws from ``generator``), so a batch is reproducible image by image.
+
+    With ``with_masks`` it returns ``(images, masks)``, ``masks[i]`` the :func:`draw_shape_masks` of
+    image ``i``'s layout (the images are the same either way).
+    """
+    images, masks = [], []
     for i, prompt in enumerate(prompts):
-        images.append(render(prompt, size, generator=generator, seed=None if seed is None else seed + i))
-    if not images:
-        return torch.zeros(0, 3, size, size)
-    return torch.stack(images)
+        layout, background = _layout_and_background(prompt, generator, None if seed is None else seed + i)
+        images.append(draw_layout(layout, background, size))
+        if with_masks:
+            masks.append(draw_shape_masks(layout, size))
+    stack = (lambda xs: torch.stack(xs)) if images else (lambda xs: torch.zeros(0, 3, size, size))
+    return (stack(images), stack(masks)) if with_masks else stack(images)
