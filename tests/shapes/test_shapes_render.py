@@ -137,3 +137,18 @@ def test_several_objects_in_the_centre_get_room_and_contradictions_raise():
         assert min(p.radius for p in layout) >= RADIUS_RANGE[0] * 0.85**3
     with pytest.raises(PromptError, match="contradict"):
         render("a circle on the left to the right of a square on the right", seed=0)
+
+
+def test_shape_masks_cover_exactly_the_drawn_shapes_of_each_kind():
+    prompts = ["a red circle above a blue square", "two green triangles and a circle", "three yellow squares"]
+    plain = render_batch(prompts, 128, seed=3)
+    images, masks = render_batch(prompts, 128, seed=3, with_masks=True)
+    assert torch.equal(plain, images)  # asking for masks changes no image
+    assert masks.shape == (3, 3, 128, 128) and 0 <= masks.min() and masks.max() <= 1
+    background = images[:, :, :1, :1]
+    painted = (images - background).abs().amax(1) > 0.02  # [B, H, W]
+    covered = masks.sum(1) > 0.02
+    assert (painted ^ covered).float().mean() < 0.01  # the masks sit where shapes were painted
+    kinds = (masks.flatten(2).amax(2) > 0.5).tolist()  # SHAPES order: circle, square, triangle
+    assert kinds == [[True, True, False], [True, False, True], [False, True, False]]
+    assert masks.sum(0).max() <= 1 + 1e-6  # kinds never overlap: shapes keep a gap
