@@ -151,4 +151,4 @@ def test_shape_masks_cover_exactly_the_drawn_shapes_of_each_kind():
     assert (painted ^ covered).float().mean() < 0.01  # the masks sit where shapes were painted
     kinds = (masks.flatten(2).amax(2) > 0.5).tolist()  # SHAPES order: circle, square, triangle
     assert kinds == [[True, True, False], [True, False, True], [False, True, False]]
-    assert masks.sum(0).max() <= 1 + 1e-6  # kinds never overlap: shapes keep a gap
+    assert masks.sum(1).max() <= 1 + 1e-6  # kinds never overlap: shapes keep a gap
