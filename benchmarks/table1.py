@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from .trainer_runs import plot_curves, run_row, summarise, time_to_reach, write_eval_prompts
 
 ROWS = [  # (label, flags, trained steps per sample)
     ("DanceGRPO 25/14", ["--algo", "dancegrpo"], "14 random"),
@@ -30,47 +31,6 @@ ROWS = [  # (label, flags, trained steps per sample)
     ("MixGRPO-Flash", ["--algo", "flash", "--window", "4"], "4"),
     ("MixGRPO-Flash*", ["--algo", "flash_star", "--window", "4"], "4 (frozen window)"),
 ]
-
-
-def run_row(flags: list[str], seed: int, args, root: Path, eval_file: Path) -> dict:
-    from trainer.run import main
-
-    name = f"{flags[1]}-{'-'.join(flags[2:]).replace('--', '')}-seed{seed}"
-    main([*flags, "--seed", str(seed), "--iterations", str(args.iterations), "--eval-every", str(args.eval_every),
-          "--eval-seeds", str(args.eval_seeds), "--eval-prompts", str(eval_file), "--checkpoint-every", "1000",
-          "--run-dir", str(root), "--name", name])
-    folder = root / name
-    history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    evaluations = json.loads((folder / "eval.json").read_text())["evaluations"]
-    elapsed = [0.0]
-    for h in history:
-        elapsed.append(elapsed[-1] + h["seconds"])
-    curve = [(elapsed[e["iteration"]], e["mean"]) for e in evaluations]  # training seconds at each evaluation
-    return {"history": history, "curve": curve, "final": evaluations[-1]["mean"]}
-
-
-def summarise(label: str, trained: str, runs: list[dict]) -> dict:
-    histories = [h for r in runs for h in r["history"]]
-    finals = [r["final"] for r in runs]
-    points = len(runs[0]["curve"])
-    mean_curve = [(statistics.mean(r["curve"][i][0] for r in runs), statistics.mean(r["curve"][i][1] for r in runs))
-                  for i in range(points)]
-    return {
-        "row": label, "trained_steps": trained,
-        "old_policy_nfe": statistics.mean(h["nfe"] for h in histories),
-        "network_evals_per_iteration": statistics.mean(h["network_evals"] for h in histories),
-        "rollout_s": statistics.median(h["rollout_s"] for h in histories),
-        "reward_s": statistics.median(h["reward_s"] for h in histories),
-        "update_s": statistics.median(h["update_s"] for h in histories),
-        "seconds": statistics.median(h["seconds"] for h in histories),
-        "final_mean": statistics.mean(finals), "final_std": statistics.pstdev(finals) if len(finals) > 1 else 0.0,
-        "start_mean": statistics.mean(r["curve"][0][1] for r in runs),
-        "curve": mean_curve,
-    }
-
-
-def time_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
-    return next((t for t, reward in curve if reward >= target), None)
 
 
 def to_markdown(rows: list[dict], args, total_minutes: float) -> str:
@@ -93,19 +53,6 @@ def to_markdown(rows: list[dict], args, total_minutes: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    from mixgrpo.plots import _pyplot, _save
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in rows:
-        ax.plot([t for t, _ in r["curve"]], [v for _, v in r["curve"]], "o-", markersize=3, label=r["row"])
-    ax.set(xlabel="training wall-clock time (s, evaluations excluded)", ylabel="held-out shapes reward",
-           title="reward against time (mean over seeds)")
-    ax.legend(fontsize=7)
-    _save(fig, path, dpi=110)
-
-
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=20)
@@ -117,14 +64,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
 
-    from mixgrpo.shapes import test_prompts
-
     started = time.time()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        eval_file = root / "eval_prompts.txt"
-        eval_file.write_text("\n".join(test_prompts()[:args.eval_prompts]) + "\n")
+        eval_file = write_eval_prompts(root, args.eval_prompts)
         for label, flags, trained in ROWS:
             if args.rows and label not in args.rows:
                 continue
@@ -136,7 +80,7 @@ def main(argv=None) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table1.md").write_text(table)
     (args.out / "table1.json").write_text(json.dumps(rows, indent=2) + "\n")
-    plot(rows, args.out / "table1.png")
+    plot_curves(rows, args.out / "table1.png")
     return rows
 
 

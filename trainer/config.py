@@ -50,6 +50,11 @@ class TrainConfig:
     shift: float = _f(3.0, "time shift s of the σ grid")
     eta: float = _f(0.0, "SDE noise level η; 0 = the algorithm's default (0.7 flow, 0.3 dance)")
     compression: float = _f(0.0, "Flash compression r̃ after the window; 0 = the algorithm's default")
+    solver: str = _f("", "ODE solver after the window: euler | dpm2m | dpm2m_heun; '' = the algorithm's default "
+                     "(euler for mixgrpo/dancegrpo, dpm2m for flash/flash_star)",
+                     choices=("", "euler", "dpm2m", "dpm2m_heun"))
+    share_trunk: bool = _f(True, "run the steps before the window once per group (same samples, fewer NFEs); "
+                                 "off only to measure what sharing saves")
     dance_fraction: float = _f(0.6, "DanceGRPO: fraction of the T − 1 steps each sample trains")
     dance_first: int = _f(0, "DanceGRPO: train the first k steps of every sample instead (25/4*); 0 = random steps")
     # -- GRPO -------------------------------------------------------------------------------

@@ -104,6 +104,8 @@ class Trainer:
             options["eta"] = cfg.eta
         if cfg.compression > 0:
             options["compression"] = cfg.compression
+        if cfg.solver:
+            options["solver"] = cfg.solver
         return build_plan(cfg.algo, num_steps=cfg.steps, shift=cfg.shift, window_start=left,
                           window_size=cfg.window, **options)
 
@@ -171,7 +173,7 @@ class Trainer:
                     for m in ids]
             group_cond = {k: v[groups] for k, v in cond.items()}
             outs.append(mixed_rollout(self.velocity, noise[groups].to(model.device), plan, group_cond,
-                                      group_size=count, generator=gens))
+                                      group_size=count, generator=gens, share_trunk=cfg.share_trunk))
         if len(outs) == 1:
             return outs[0]
         transitions = [Transition(t.step, t.sigma, t.sigma_next, *(torch.cat([o.transitions[i][f] for o in outs])
