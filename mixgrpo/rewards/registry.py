@@ -68,4 +68,4 @@ def load_rewards(spec: str, **options) -> list[tuple[object, float]]:
 
 
 def _import_builtin() -> None:
-    from . import clip_scores, hps, http, shapes  # noqa: F401  (registration side effects)
+    from . import clip_scores, hps, http, image_reward, shapes  # noqa: F401  (registration side effects)

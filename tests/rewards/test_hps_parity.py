@@ -93,5 +93,58 @@ def test_differentiable_mode_gives_image_gradients(checkpoint):
     assert not frozen(images, ["a", "b"]).scores.requires_grad
     scores = HPS(version="v2.1", checkpoint=checkpoint, model_config=TINY, device="cpu",
                  differentiable=True)(images, ["a", "b"]).scores
+    assert (scores.detach() - frozen(images, ["a", "b"]).scores).abs().max() <= 1e-6  # same numbers either way
     scores.sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_text_cut_after_the_last_eot_equals_the_full_tower():
+    """The causal text tower reads the EOT position, so dropping the padding after it changes nothing."""
+    import open_clip
+
+    from mixgrpo.rewards.hps import encode_text_causal
+
+    torch.manual_seed(1)
+    model = open_clip.model.CLIP(**TINY).eval()
+    tokenizer = open_clip.get_tokenizer("ViT-H-14")
+    prompts = ["a cat", "two blue squares above a green triangle", "word " * 100]  # the last is cut at 77
+    with torch.no_grad():
+        full = model.encode_text(tokenizer(prompts), normalize=True)
+        short = encode_text_causal(model, tokenizer(prompts[:2]))  # runs 10 of the 77 positions
+        alone = encode_text_causal(model, tokenizer(prompts[:1]))
+        long = encode_text_causal(model, tokenizer(prompts))
+    assert int(tokenizer(prompts[:2]).argmax(-1).max()) + 1 < 77
+    assert (short - full[:2]).abs().max() <= 1e-6 and (alone - full[:1]).abs().max() <= 1e-6
+    assert (long - full).abs().max() <= 1e-6 and (full[0] - full[1]).abs().max() > 1e-3
+
+
+def test_prompt_cache_and_preprocessing_change_no_score(checkpoint):
+    """Scores do not depend on which prompts were seen before or share the batch; the fused
+    preprocessing equals resize → pad with 0 → normalise, and leaves the caller's images alone."""
+    import torch.nn.functional as F
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import resize
+
+    from mixgrpo.rewards.hps import OPENAI_MEAN, OPENAI_STD, hps_preprocess
+
+    reward = HPS(version="v2.1", checkpoint=checkpoint, model_config=TINY, device="cpu")
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    prompts = ["a cat", "a dog " * 20, "a cat"]
+    first = reward(images, prompts).scores
+    assert len(reward._text_features) == 2  # each distinct prompt embedded once
+    assert torch.equal(reward(images, prompts).scores, first)  # from the cache
+    assert (reward(images[:1], ["a cat"]).scores - first[0]).abs().max() <= 1e-6
+    mean, std = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    for h, w in [(224, 224), (512, 512), (64, 300), (250, 90), (100, 60), (96, 96)]:
+        x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h))
+        before = x.clone()
+        s = 224 / max(h, w)
+        nh, nw = round(h * s), round(w * s)
+        want = resize(x, [nh, nw], InterpolationMode.BICUBIC, antialias=True) if (nh, nw) != (h, w) else x
+        want = F.pad(want, ((224 - nw) // 2, 224 - nw - (224 - nw) // 2, (224 - nh) // 2, 224 - nh - (224 - nh) // 2))
+        got = hps_preprocess(x)
+        assert (got - (want - mean) / std).abs().max() <= 1e-5 and torch.equal(x, before)
+        buffer = torch.full((3, 3, 224, 224), float("nan"))  # reused buffer, larger than the batch
+        assert torch.equal(hps_preprocess(x, out=buffer[:2]), got)
+        functional = hps_preprocess(x.clone().requires_grad_())  # the autograd path: F.interpolate, copied
+        assert (functional - got).abs().max() <= 1e-6
