@@ -62,7 +62,7 @@ QUICK = dict(iterations=2, seeds=[0], eval_prompts=2, steps=10, group_size=4, pr
 
 @dataclass(frozen=True)
 class Setting:
-    """One ablation configuration: trainer flags plus the two rollout options the trainer has no flag for."""
+    """One ablation configuration, turned into trainer flags by :meth:`flags`."""
 
     algo: str = "mixgrpo"
     window: int = 4

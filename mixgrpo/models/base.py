@@ -28,6 +28,8 @@ class FlowModelAdapter(ABC):
         self.pipe = pipe
         self.transformer = pipe.transformer
         self.vae = pipe.vae
+        # channels-last convolutions: see decode(); ``.to(device/dtype)`` keeps the layout
+        self.vae.to(memory_format=torch.channels_last)
         self.quantize_timesteps = quantize_timesteps
 
     # -- placement --------------------------------------------------------------------------
@@ -88,11 +90,8 @@ class FlowModelAdapter(ABC):
 
         The VAE runs channels-last (NHWC): its convolutions are most of a training iteration's fixed
         cost on a small model, and oneDNN/cuDNN run them about 1.5× faster in that layout (same values
-        to float rounding). The layout is set on first use, so it survives ``.to(device)`` calls.
+        to float rounding). The weights are put in that layout once, in ``__init__``.
         """
-        if not getattr(self, "_vae_channels_last", False):
-            self.vae.to(memory_format=torch.channels_last)
-            self._vae_channels_last = True
         cfg = self.vae.config
         z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
         z = z.contiguous(memory_format=torch.channels_last)

@@ -200,11 +200,11 @@ def render_batch(prompts: list[PromptSpec | str], size: int = 128, generator: to
     With ``with_masks`` it returns ``(images, masks)``, ``masks[i]`` the :func:`draw_shape_masks` of
     image ``i``'s layout (the images are the same either way).
     """
-    images, masks = [], []
+    images = torch.zeros(len(prompts), 3, size, size)
+    masks = torch.zeros(len(prompts), len(SHAPES), size, size) if with_masks else None
     for i, prompt in enumerate(prompts):
         layout, background = _layout_and_background(prompt, generator, None if seed is None else seed + i)
-        images.append(draw_layout(layout, background, size))
+        images[i] = draw_layout(layout, background, size)
         if with_masks:
-            masks.append(draw_shape_masks(layout, size))
-    stack = (lambda xs: torch.stack(xs)) if images else (lambda xs: torch.zeros(0, 3, size, size))
-    return (stack(images), stack(masks)) if with_masks else stack(images)
+            masks[i] = draw_shape_masks(layout, size)
+    return (images, masks) if with_masks else images
