@@ -66,7 +66,10 @@ def hps_preprocess(images: Tensor, size: int = 224, out: Tensor | None = None) -
 
 def _bicubic_resize_into(x: Tensor, out: Tensor) -> None:
     """``out[:] = interpolate(x, out's size, bicubic, antialias)``: torch's kernel writing into ``out``
-    (its ``out=`` overload), or a copy of ``F.interpolate`` where autograd needs the functional form."""
+    (its ``out=`` overload), or a copy of ``F.interpolate`` where autograd needs the functional form.
+
+    The private overload is worth its keep: with a plain ``F.interpolate`` + copy, ``benchmarks/rewards.py``
+    measured 8.5–11.4× the reference scorer instead of 13.5–15.0× (3 runs each, same machine)."""
     if not (torch.is_grad_enabled() and x.requires_grad):
         try:
             torch._C._nn._upsample_bicubic2d_aa(x, list(out.shape[-2:]), False, None, None, out=out)
