@@ -97,6 +97,15 @@ class FlowModelAdapter(ABC):
         z = z.contiguous(memory_format=torch.channels_last)
         return (self.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).contiguous()
 
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """The inverse of :meth:`decode`: ``z = (μ_VAE(2x − 1) − shift)·scaling`` for images in [0, 1]
+        (the posterior mean, the latents the model was trained on), float32."""
+        cfg = self.vae.config
+        x = (images.to(self.device, self.vae.dtype) * 2 - 1).contiguous(memory_format=torch.channels_last)
+        mean = self.vae.encode(x).latent_dist.mode()
+        return ((mean - (cfg.shift_factor or 0.0)) * cfg.scaling_factor).float().contiguous()
+
     def __call__(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
         return self.velocity(x, sigma, cond)
 
