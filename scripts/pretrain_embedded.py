@@ -10,15 +10,22 @@ Stages (each prints its loss curve):
    Then ``shift_factor``/``scaling_factor`` are set from the latent mean/std so latents are ≈ N(0, 1).
 3. **Text encoders + transformer**, jointly, by rectified-flow matching on the frozen VAE's latents:
    ``x_σ = (1 − σ)·z + σ·ε``, target ``v = ε − z``, ``L = ‖v_θ(x_σ, σ, text) − v‖²``, σ drawn as a
-   shifted uniform (shift 3, the rollout grid) mixed half-and-half with a plain uniform.
+   shifted uniform (shift 3, the rollout grid) mixed half-and-half with a plain uniform; with
+   ``--high-noise p`` a share ``p`` of the draws comes from ``U(0.6, 1)`` instead.
    Conditioning goes through exactly the calls ``FluxPipeline.encode_prompt`` makes.
 4. **Save + evaluate.** The pipeline and ``mixgrpo.json`` are written to ``--out``; the saved folder
    is reloaded and sampled with the 25-step ODE on the test prompts; shapes-reward scores per category
    go to ``mixgrpo.json`` and a sample grid to ``--grid``.
 
-Recorded command (the committed weights):
+``--finetune-from DIR`` starts from a saved pipeline and runs only stage 3 (the VAE and its latent
+normalisation stay); the record in ``mixgrpo.json`` then chains both commands and adds their times.
 
-    python scripts/pretrain_embedded.py --seed 0
+Recorded commands (the committed weights, v1.1): v1 from scratch, then a high-noise flow stage. v1
+formed shapes poorly from noise although it refined given ones well (``scripts/diagnose_embedded.py``),
+so the second stage spends three quarters of its draws on σ ∈ [0.6, 1]:
+
+    python scripts/pretrain_embedded.py --seed 0 --out v1
+    python scripts/pretrain_embedded.py --finetune-from v1 --flow-steps 1300 --flow-lr 3e-4 --high-noise 0.75
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from mixgrpo.models.embedded import (  # noqa: E402
     MAX_SEQUENCE_LENGTH,
     RESOLUTION,
     SHIFT,
+    read_settings,
     write_settings,
 )
 from mixgrpo.models.flux import image_ids, pack_latents, unpack_latents  # noqa: E402
@@ -121,11 +129,14 @@ def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, beta
 
 
 @torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
-    """Posterior means, then normalised like FLUX: ``z = (μ − shift)·scale`` ≈ N(0, 1)."""
+def encode_latents(vae, images: torch.Tensor, batch: int = 128, keep_normalisation: bool = False) -> torch.Tensor:
+    """Posterior means, then normalised like FLUX: ``z = (μ − shift)·scale`` ≈ N(0, 1) (``shift`` and
+    ``scale`` set from these latents, or kept from the VAE's config with ``keep_normalisation``)."""
     device = next(vae.parameters()).device
     mus = torch.cat([vae.encode(images[i:i + batch].to(device)).latent_dist.mode().cpu()
                      for i in range(0, len(images), batch)])
+    if keep_normalisation:
+        return (mus - vae.config.shift_factor) * vae.config.scaling_factor
     shift, scale = mus.mean().item(), 1.0 / mus.std().item()
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     return (mus - shift) * scale
@@ -158,14 +169,23 @@ def tokenize(pipe, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return clip, t5
 
 
-def sample_sigmas(batch: int, gen) -> torch.Tensor:
-    """Half shifted-uniform (where rollouts spend their steps), half uniform."""
+HIGH_NOISE = (0.6, 1.0)
+
+
+def sample_sigmas(batch: int, gen, high_noise: float = 0.0) -> torch.Tensor:
+    """Half shifted-uniform (where rollouts spend their steps), half uniform; with ``high_noise`` > 0
+    that share of the draws is replaced by ``U(0.6, 1)``, the noise levels where shapes form."""
     t = torch.rand(batch, generator=gen)
     shifted = torch.tensor([shift_time(v, SHIFT) for v in t.tolist()])
-    return torch.where(torch.rand(batch, generator=gen) < 0.5, shifted, t).clamp(1e-3, 1.0)
+    sigma = torch.where(torch.rand(batch, generator=gen) < 0.5, shifted, t)
+    if high_noise > 0:
+        high = HIGH_NOISE[0] + (HIGH_NOISE[1] - HIGH_NOISE[0]) * torch.rand(batch, generator=gen)
+        sigma = torch.where(torch.rand(batch, generator=gen) < high_noise, high, sigma)
+    return sigma.clamp(1e-3, 1.0)
 
 
-def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, lr: float, ema: float, gen) -> None:
+def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, lr: float, ema: float, gen,
+               high_noise: float = 0.0) -> None:
     """Flow matching; with ``ema`` > 0 the saved weights are the average ``θ̄ ← ema·θ̄ + (1 − ema)·θ``."""
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
     averaged = [p.detach().clone() for p in params] if ema > 0 else None
@@ -182,7 +202,7 @@ def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, 
     for step in range(1, steps + 1):
         idx = torch.randint(len(latents), (batch,), generator=gen)
         z, who = latents[idx].to(device), owners[idx]
-        sigma = sample_sigmas(batch, gen).to(device)
+        sigma = sample_sigmas(batch, gen, high_noise).to(device)
         noise = torch.randn(z.shape, generator=gen).to(device)
         s = sigma[:, None, None, None]
         x = (1 - s) * z + s * noise
@@ -240,6 +260,11 @@ def main(argv=None) -> None:
     parser.add_argument("--flow-lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the flow weights (0: off)")
+    parser.add_argument("--high-noise", type=float, default=0.0,
+                        help="share of the flow stage's σ draws taken from U(0.6, 1), where shapes form")
+    parser.add_argument("--finetune-from", type=Path, default=None,
+                        help="start from a saved pipeline (e.g. the embedded model): its VAE and latent "
+                             "normalisation stay, only the flow stage runs")
     for field in ("hidden", "heads", "double_blocks", "single_blocks", "text_dim", "text_layers"):
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(ARCHITECTURE, field),
                             help="architecture (default: the shipped model's)")
@@ -255,17 +280,25 @@ def main(argv=None) -> None:
     words = sorted({w for p in prompts + test_prompts() for w in p.split()})
     arch = dataclasses.replace(ARCHITECTURE, **{f: getattr(args, f) for f in (
         "hidden", "heads", "double_blocks", "single_blocks", "text_dim", "text_layers")})
-    pipe = build_tiny_flux(None, arch, seed=args.seed, words=words).to(args.device)
+    base = read_settings(args.finetune_from) if args.finetune_from else None
+    if base is not None:
+        from diffusers import FluxPipeline
+
+        arch = dataclasses.replace(ARCHITECTURE, **base["architecture"])
+        pipe = FluxPipeline.from_pretrained(str(args.finetune_from)).to(args.device)
+    else:
+        pipe = build_tiny_flux(None, arch, seed=args.seed, words=words).to(args.device)
     n_params = {k: sum(p.numel() for p in getattr(pipe, k).parameters())
                 for k in ("transformer", "vae", "text_encoder", "text_encoder_2")}
     print(f"parameters: {n_params} (total {sum(n_params.values()) / 1e6:.2f} M)", flush=True)
 
     images, masks, owners = make_dataset(prompts, args.renders, args.seed)
     print(f"data: {len(images)} renders of {len(prompts)} prompts ({time.time() - started:.0f}s)", flush=True)
-    train_vae(pipe.vae, images, args.vae_steps, args.vae_batch, args.vae_lr, args.vae_beta, args.vae_crop, gen,
-              args.vae_anchor, masks, args.vae_shape_anchor)
+    if base is None:
+        train_vae(pipe.vae, images, args.vae_steps, args.vae_batch, args.vae_lr, args.vae_beta, args.vae_crop, gen,
+                  args.vae_anchor, masks, args.vae_shape_anchor)
     del masks  # only the VAE's shape anchor needs them
-    latents = encode_latents(pipe.vae, images)
+    latents = encode_latents(pipe.vae, images, keep_normalisation=base is not None)
     pipe.vae.requires_grad_(False)
     vae_reward = reconstruction_reward(pipe.vae, args.seed)
     print(f"vae: round trips of test renders score {vae_reward:.3f} ({time.time() - started:.0f}s)", flush=True)
@@ -273,12 +306,16 @@ def main(argv=None) -> None:
           f"scale {pipe.vae.config.scaling_factor:.4f} ({time.time() - started:.0f}s)", flush=True)
     ids_clip, ids_t5 = tokenize(pipe, prompts)
     train_flow(pipe, latents, owners, ids_clip, ids_t5, args.flow_steps, args.batch, args.flow_lr,
-               args.ema, gen)
+               args.ema, gen, args.high_noise)
     train_seconds = time.time() - started
+    command = "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:])
+    if base is not None:  # the record covers the whole chain, from scratch
+        command = base["pretrain"]["command"] + " && " + command
+        train_seconds += base["pretrain"]["seconds"]
 
     args.out.mkdir(parents=True, exist_ok=True)
     pipe.to("cpu").save_pretrained(str(args.out))
-    pretrain = {"command": "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:]),
+    pretrain = {"command": command,
                 "seconds": round(train_seconds), "device": args.device, "parameters": n_params,
                 "vae_reconstruction_reward": round(vae_reward, 4)}
     write_settings(args.out, architecture=arch, pretrain=pretrain)
