@@ -135,11 +135,9 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 128, keep_normalisati
     device = next(vae.parameters()).device
     mus = torch.cat([vae.encode(images[i:i + batch].to(device)).latent_dist.mode().cpu()
                      for i in range(0, len(images), batch)])
-    if keep_normalisation:
-        return (mus - vae.config.shift_factor) * vae.config.scaling_factor
-    shift, scale = mus.mean().item(), 1.0 / mus.std().item()
-    vae.register_to_config(shift_factor=shift, scaling_factor=scale)
-    return (mus - shift) * scale
+    if not keep_normalisation:
+        vae.register_to_config(shift_factor=mus.mean().item(), scaling_factor=1.0 / mus.std().item())
+    return (mus - vae.config.shift_factor) * vae.config.scaling_factor
 
 
 @torch.no_grad()
@@ -170,6 +168,7 @@ def tokenize(pipe, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 HIGH_NOISE = (0.6, 1.0)
+ARCHITECTURE_FLAGS = ("hidden", "heads", "double_blocks", "single_blocks", "text_dim", "text_layers")
 
 
 def sample_sigmas(batch: int, gen, high_noise: float = 0.0) -> torch.Tensor:
@@ -264,8 +263,8 @@ def main(argv=None) -> None:
                         help="share of the flow stage's σ draws taken from U(0.6, 1), where shapes form")
     parser.add_argument("--finetune-from", type=Path, default=None,
                         help="start from a saved pipeline (e.g. the embedded model): its VAE and latent "
-                             "normalisation stay, only the flow stage runs")
-    for field in ("hidden", "heads", "double_blocks", "single_blocks", "text_dim", "text_layers"):
+                             "normalisation stay, only the flow stage runs (architecture flags are ignored)")
+    for field in ARCHITECTURE_FLAGS:
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(ARCHITECTURE, field),
                             help="architecture (default: the shipped model's)")
     parser.add_argument("--device", default="cpu", help="cpu for the recorded run; cuda to explore recipes")
@@ -278,8 +277,7 @@ def main(argv=None) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     prompts = train_prompts()
     words = sorted({w for p in prompts + test_prompts() for w in p.split()})
-    arch = dataclasses.replace(ARCHITECTURE, **{f: getattr(args, f) for f in (
-        "hidden", "heads", "double_blocks", "single_blocks", "text_dim", "text_layers")})
+    arch = dataclasses.replace(ARCHITECTURE, **{f: getattr(args, f) for f in ARCHITECTURE_FLAGS})
     base = read_settings(args.finetune_from) if args.finetune_from else None
     if base is not None:
         from diffusers import FluxPipeline
