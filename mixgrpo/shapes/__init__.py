@@ -12,7 +12,8 @@
   :func:`test_prompts` (69); six colour–shape pairs (:data:`HELD_OUT_PAIRS`) never occur in a
   training prompt, so the test split measures unseen combinations.
 - **Renderer** (:mod:`.render`): :func:`render` / :func:`render_batch` draw the ground truth —
-  random sizes, jittered non-overlapping positions, random backgrounds — as ``[3, H, W]`` in [0, 1].
+  random sizes, non-overlapping positions jittered around anchors that follow the prompt's
+  structure, random backgrounds — as ``[3, H, W]`` in [0, 1].
 - **Reward** (:mod:`.reward`): :func:`score_shapes` and :class:`ShapesReward` (name ``"shapes"``)
   segment by palette distance, find connected components, classify shapes from their geometry and
   score presence, colour, count, position and relation with partial credit, in [0, 1].

@@ -6,16 +6,21 @@ Layout rules (all lengths are fractions of the image side, the origin is the top
   square of side 2r, an upright isosceles triangle with apex ``(cx, cy − r)`` and base corners
   ``(cx ± r, cy + r)``; the colour is the group's, or a uniformly drawn palette colour for an
   uncoloured group (per instance);
-- centres are uniform inside the image with a margin ``r + 0.03`` — or inside the group's
-  position region: left ``cx ≤ 0.3``, right ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom ``cy ≥ 0.7``,
-  centre ``|cx − ½|, |cy − ½| ≤ 0.05`` (≤ 0.15 for a group of several, which needs the room);
+- centres are an *anchor* read off the prompt's structure plus a uniform jitter of up to ±0.07 per axis
+  (:func:`anchor_points`; the jitter window is cut to what is allowed), kept inside the image with a margin ``r + 0.03`` and inside the
+  group's position region: left ``cx ≤ 0.3``, right ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom
+  ``cy ≥ 0.7``, centre ``|cx − ½|, |cy − ½| ≤ 0.05`` (≤ 0.15 for a group of several, which needs
+  the room). Anchors keep the layout of a prompt to one mode with local variation, the way a
+  photographer frames "a cat on the left" — a model has to learn where things go, not to pick
+  one of countless equally likely layouts from noise. A prompt whose anchors cannot be satisfied
+  falls back to centres uniform inside the regions;
 - bounding boxes keep a gap of at least 0.04 between instances;
 - a relation holds with a clear margin: for "above", the subject centre is at least 0.25 higher
   than the reference centre and no further sideways than up (``|dx| ≤ |dy|``); likewise below,
   left of, right of;
-- layouts are drawn by rejection (500 tries, then every radius shrinks by 15 % and it tries again;
-  after 20 rounds a prompt whose positions and relation contradict each other raises
-  :class:`~mixgrpo.errors.PromptError`);
+- layouts are drawn by rejection: 200 jitters of the anchors; then uniform centres (500 tries, then
+  every radius shrinks by 15 % and it tries again; after 20 rounds a prompt whose positions and
+  relation contradict each other raises :class:`~mixgrpo.errors.PromptError`);
 - the background is a dark or light grey with a faint tint (:mod:`mixgrpo.shapes.world`).
 
 Drawing uses PIL at twice the size, then a 2×2 box reduction, so edges are anti-aliased.
@@ -41,6 +46,8 @@ from .world import (
 )
 
 RADIUS_RANGE = (0.09, 0.15)
+JITTER = 0.07
+ANCHORED_TRIES = 200
 MARGIN = 0.03
 GAP = 0.04
 RELATION_MIN_OFFSET = 0.25
@@ -91,7 +98,51 @@ def _separated(a: PlacedObject, b: PlacedObject) -> bool:
     return abs(a.cx - b.cx) >= reach or abs(a.cy - b.cy) >= reach
 
 
-def _try_layout(spec: PromptSpec, colours: list[str], radii: list[float], rng) -> list[PlacedObject] | None:
+# where a group sits: by its position word, by its side of a relation, or (no position) by how many
+# unplaced groups share the image
+_HOMES = {"left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": (0.5, 0.8), "centre": (0.5, 0.5)}
+_RELATION_HOMES = {"above": ((0.5, 0.3), (0.5, 0.7)), "below": ((0.5, 0.7), (0.5, 0.3)),
+                   "left_of": ((0.3, 0.5), (0.7, 0.5)), "right_of": ((0.7, 0.5), (0.3, 0.5))}
+_FREE_HOMES = {1: ((0.5, 0.5),), 2: ((0.3, 0.5), (0.7, 0.5))}
+SPACING = 0.3
+
+
+def anchor_points(spec: PromptSpec) -> list[tuple[float, float]]:
+    """The anchor of every instance, in the order of :func:`sample_layout`'s instances.
+
+    A group's *home* is its position's point (left (0.2, ½), right (0.8, ½), top (½, 0.2), bottom
+    (½, 0.8), centre (½, ½)); else its side of the relation (subject and reference 0.4 apart along
+    the relation's axis, centred); else the centre for a lone group, and (0.3, ½), (0.7, ½) for two
+    groups side by side. A group's instances line up around its home, :data:`SPACING` apart:
+    vertically for a home left or right of the centre, horizontally otherwise.
+    """
+    free = [g for g, obj in enumerate(spec.objects) if obj.position is None]
+    homes = []
+    for g, obj in enumerate(spec.objects):
+        if obj.position is not None:
+            homes.append(_HOMES[obj.position])
+        elif spec.relation is not None:
+            homes.append(_RELATION_HOMES[spec.relation][g])
+        else:
+            homes.append(_FREE_HOMES.get(len(spec.objects), _FREE_HOMES[2])[free.index(g) % 2]
+                         if len(free) == len(spec.objects) else (0.5, 0.5))
+    anchors = []
+    for obj, (hx, hy) in zip(spec.objects, homes):
+        vertical = abs(hx - 0.5) > abs(hy - 0.5)
+        for i in range(obj.count):
+            offset = (i - (obj.count - 1) / 2) * SPACING
+            anchors.append((hx, hy + offset) if vertical else (hx + offset, hy))
+    return anchors
+
+
+def _overlap(lo: float, hi: float, lo_window: float, hi_window: float) -> tuple[float, float]:
+    """``[lo, hi] ∩ [lo_window, hi_window]``, or ``[lo, hi]`` itself where they do not meet."""
+    a, b = max(lo, lo_window), min(hi, hi_window)
+    return (a, b) if a <= b else (lo, hi)
+
+
+def _try_layout(spec: PromptSpec, colours: list[str], radii: list[float], rng,
+                anchors: list[tuple[float, float]] | None = None) -> list[PlacedObject] | None:
     placed: list[PlacedObject] = []
     k = 0
     for g, obj in enumerate(spec.objects):
@@ -103,8 +154,12 @@ def _try_layout(spec: PromptSpec, colours: list[str], radii: list[float], rng) -
             lo_y, hi_y = max(y0, r + MARGIN), min(y1, 1 - r - MARGIN)
             if lo_x > hi_x or lo_y > hi_y:
                 return None
-            new = PlacedObject(obj.shape, colours[k], float(rng.uniform(lo_x, hi_x)),
-                               float(rng.uniform(lo_y, hi_y)), r, g)
+            if anchors is not None:  # the jitter window, cut to the allowed range
+                ax, ay = anchors[k]
+                lo_x, hi_x = _overlap(lo_x, hi_x, ax - JITTER, ax + JITTER)
+                lo_y, hi_y = _overlap(lo_y, hi_y, ay - JITTER, ay + JITTER)
+            cx, cy = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
+            new = PlacedObject(obj.shape, colours[k], float(cx), float(cy), r, g)
             if not all(_separated(new, old) for old in placed):
                 return None
             placed.append(new)
@@ -123,7 +178,12 @@ def sample_layout(spec_or_prompt: PromptSpec | str, rng: np.random.Generator) ->
     groups: list[ObjectSpec] = [o for o in spec.objects for _ in range(o.count)]
     colours = [o.colour if o.colour is not None else COLOURS[rng.integers(len(COLOURS))] for o in groups]
     radii = [float(rng.uniform(*RADIUS_RANGE)) for _ in groups]
-    for _ in range(20):
+    anchors = anchor_points(spec)
+    for _ in range(ANCHORED_TRIES):
+        layout = _try_layout(spec, colours, radii, rng, anchors)
+        if layout is not None:
+            return layout
+    for _ in range(20):  # no jitter of the anchors fits: uniform centres, shrinking the sizes
         for _ in range(500):
             layout = _try_layout(spec, colours, radii, rng)
             if layout is not None:

@@ -18,8 +18,10 @@ from mixgrpo.shapes import (
 )
 from mixgrpo.shapes.render import (
     GAP,
+    JITTER,
     RADIUS_RANGE,
     RELATION_MIN_OFFSET,
+    anchor_points,
     draw_layout,
     sample_background,
 )
@@ -152,3 +154,27 @@ def test_shape_masks_cover_exactly_the_drawn_shapes_of_each_kind():
     kinds = (masks.flatten(2).amax(2) > 0.5).tolist()  # SHAPES order: circle, square, triangle
     assert kinds == [[True, True, False], [True, False, True], [False, True, False]]
     assert masks.sum(1).max() <= 1 + 1e-6  # kinds never overlap: shapes keep a gap
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("a circle", [(0.5, 0.5)]),
+    ("a red square on the left", [(0.2, 0.5)]),
+    ("three triangles", [(0.2, 0.5), (0.5, 0.5), (0.8, 0.5)]),
+    ("two circles on the right", [(0.8, 0.35), (0.8, 0.65)]),
+    ("a circle and two squares", [(0.3, 0.5), (0.7, 0.35), (0.7, 0.65)]),
+    ("a red circle above a blue square", [(0.5, 0.3), (0.5, 0.7)]),
+    ("a circle to the right of a triangle", [(0.7, 0.5), (0.3, 0.5)]),
+])
+def test_anchor_points_follow_the_prompt_structure(prompt, expected):
+    assert np.allclose(anchor_points(parse_prompt(prompt)), expected)
+
+
+def test_layouts_jitter_around_their_anchors():
+    """Every test prompt's instances lie within the jitter of their anchors (sizes never shrink), yet
+    no two seeds give the same layout."""
+    for spec, layout in _layouts(test_prompts(), range(4)):
+        for p, (ax, ay) in zip(layout, anchor_points(spec)):
+            assert abs(p.cx - ax) <= JITTER + 1e-9 and abs(p.cy - ay) <= JITTER + 1e-9, spec.text
+            assert p.radius >= RADIUS_RANGE[0]
+    centres = {(round(p.cx, 6), round(p.cy, 6)) for _, layout in _layouts(["a circle"], range(50)) for p in layout}
+    assert len(centres) == 50
