@@ -23,12 +23,13 @@ Stages (each prints its loss curve):
 ``--finetune-from DIR`` starts from a saved pipeline and runs only stage 4 (the VAE and its latent
 normalisation stay); the record in ``mixgrpo.json`` then chains both commands and adds their times.
 
-Recorded commands (the committed weights, v1.1): v1 from scratch, then a high-noise flow stage. v1
-formed shapes poorly from noise although it refined given ones well (``scripts/diagnose_embedded.py``),
-so the second stage spends three quarters of its draws on σ ∈ [0.6, 1]:
+Recorded commands (the committed weights, v2): stages 1–5 from scratch, then a high-noise flow stage.
+The model formed shapes poorly from noise although it refined given ones well
+(``scripts/diagnose_embedded.py``), so the second stage spends three quarters of its draws on
+σ ∈ [0.6, 1]:
 
-    python scripts/pretrain_embedded.py --seed 0 --out v1
-    python scripts/pretrain_embedded.py --finetune-from v1 --flow-steps 1300 --flow-lr 3e-4 --high-noise 0.75
+    python scripts/pretrain_embedded.py --seed 0 --out v2a
+    python scripts/pretrain_embedded.py --finetune-from v2a --flow-steps 1300 --flow-lr 3e-4 --high-noise 0.75
 """
 
 from __future__ import annotations
