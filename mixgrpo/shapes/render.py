@@ -6,10 +6,10 @@ Layout rules (all lengths are fractions of the image side, the origin is the top
   square of side 2r, an upright isosceles triangle with apex ``(cx, cy − r)`` and base corners
   ``(cx ± r, cy + r)``; the colour is the group's, or a uniformly drawn palette colour for an
   uncoloured group (per instance);
-- centres are an *anchor* read off the prompt's structure plus a uniform jitter of up to ±0.07 per axis
-  (:func:`anchor_points`; the jitter window is cut to what is allowed), kept inside the image with a margin ``r + 0.03`` and inside the
-  group's position region: left ``cx ≤ 0.3``, right ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom
-  ``cy ≥ 0.7``, centre ``|cx − ½|, |cy − ½| ≤ 0.05`` (≤ 0.15 for a group of several, which needs
+- centres are an *anchor* read off the prompt's structure plus a uniform jitter of up to ±0.07 per
+  axis (:func:`anchor_points`; the jitter window is cut to what is allowed), kept inside the image
+  with a margin ``r + 0.03`` and inside the group's position region: left ``cx ≤ 0.3``, right
+  ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom ``cy ≥ 0.7``, centre ``|cx − ½|, |cy − ½| ≤ 0.05`` (≤ 0.15 for a group of several, which needs
   the room). Anchors keep the layout of a prompt to one mode with local variation, the way a
   photographer frames "a cat on the left" — a model has to learn where things go, not to pick
   one of countless equally likely layouts from noise. A prompt whose anchors cannot be satisfied
@@ -112,8 +112,8 @@ def anchor_points(spec: PromptSpec) -> list[tuple[float, float]]:
 
     A group's *home* is its position's point (left (0.2, ½), right (0.8, ½), top (½, 0.2), bottom
     (½, 0.8), centre (½, ½)); else its side of the relation (subject and reference 0.4 apart along
-    the relation's axis, centred); else the centre for a lone group, and (0.3, ½), (0.7, ½) for two
-    groups side by side. A group's instances line up around its home, :data:`SPACING` apart:
+    the relation's axis, centred); else the centre for a lone group or beside a placed one, and
+    (0.3, ½), (0.7, ½) for two unplaced groups side by side. A group's instances line up around its home, :data:`SPACING` apart:
     vertically for a home left or right of the centre, horizontally otherwise.
     """
     free = [g for g, obj in enumerate(spec.objects) if obj.position is None]
@@ -124,8 +124,7 @@ def anchor_points(spec: PromptSpec) -> list[tuple[float, float]]:
         elif spec.relation is not None:
             homes.append(_RELATION_HOMES[spec.relation][g])
         else:
-            homes.append(_FREE_HOMES.get(len(spec.objects), _FREE_HOMES[2])[free.index(g) % 2]
-                         if len(free) == len(spec.objects) else (0.5, 0.5))
+            homes.append(_FREE_HOMES[len(spec.objects)][g] if len(free) == len(spec.objects) else (0.5, 0.5))
     anchors = []
     for obj, (hx, hy) in zip(spec.objects, homes):
         vertical = abs(hx - 0.5) > abs(hy - 0.5)
