@@ -44,6 +44,7 @@ class TrainConfig:
     window: int = _f(4, "sliding-window size w (SDE steps trained per iteration)")
     window_strategy: str = _f("progressive", "progressive | frozen | random | decay | exp_decay",
                               choices=("progressive", "frozen", "random", "decay", "exp_decay"))
+    window_start: int = _f(0, "left boundary l of the first window (every window's, when frozen)")
     shift_interval: int = _f(25, "iterations before the window moves (progressive τ)")
     stride: int = _f(1, "steps the window moves each time")
     steps: int = _f(25, "sampling steps T")

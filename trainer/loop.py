@@ -86,7 +86,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         strategy = "frozen" if config.algo == "flash_star" else config.window_strategy
         self.windows = WindowSchedule(num_steps=config.steps, size=config.window, strategy=strategy,
-                                      shift_interval=config.shift_interval, stride=config.stride, seed=config.seed)
+                                      shift_interval=config.shift_interval, stride=config.stride,
+                                      start=config.window_start, seed=config.seed)
         self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
         self.nan_updates = 0
         self.processes = Processes()

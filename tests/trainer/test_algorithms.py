@@ -1,7 +1,10 @@
 """Short real runs of every algorithm on the embedded model: numerics bar held, the policy trained.
 
-The reward-rise check waits for an embedded model inside its quality band (v0 scores ≈ 0.05, where
-most samples score 0 and short runs move the held-out reward by ±0.01): see the open issue.
+The reward-rise check uses ``redness``, a reward registered here through the public registry: the
+mean of ``R − (G + B)/2`` over the image. A short run moves it far outside its seed-to-seed noise
+(the default MixGRPO run, 20 iterations at lr 1e-3, takes the held-out mean from 0.016 to 0.62), so
+a rise that fails to show means the policy gradient is broken, not unlucky. The shapes reward
+moves too slowly for a seconds-long run (see the README's trainer section).
 """
 
 import json
@@ -10,16 +13,33 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import small_run
+from mixgrpo.rewards.base import Reward, RewardResult
+from mixgrpo.rewards.registry import register
 from trainer.run import main
 
 pytestmark = pytest.mark.trainer
 
 
+@register("redness")
+class Redness(Reward):
+    """Mean ``R − (G + B)/2``: how red the whole image is, in [−1, 1]."""
+
+    name = "redness"
+    device_needs = "cpu"
+
+    def __init__(self, **_unused):
+        pass
+
+    def score(self, images, prompts):
+        x = images.detach().float().cpu()
+        return RewardResult((x[:, 0] - 0.5 * (x[:, 1] + x[:, 2])).mean(dim=(1, 2)), [{} for _ in prompts])
+
+
 @pytest.mark.parametrize("algo", ["mixgrpo", "flash", "flash_star", "dancegrpo"])
-def test_short_run_trains_and_holds_the_ratio_bar(tmp_path, algo):
-    summary = main(small_run(tmp_path, algo=algo, iterations=8, steps=10, window=3, shift_interval=3,
-                             group_size=6, prompts_per_iter=4, updates_per_iter=2, micro_batch=12,
-                             learning_rate=1e-3, eval_prompts=""))
+def test_short_run_raises_the_reward_and_holds_the_ratio_bar(tmp_path, algo):
+    summary = main(small_run(tmp_path, algo=algo, reward="redness", iterations=8, steps=10, window=3,
+                             shift_interval=3, group_size=6, prompts_per_iter=4, updates_per_iter=2,
+                             micro_batch=12, learning_rate=3e-3, eval_prompts=""))
     rows = [json.loads(line) for line in (tmp_path / "runs" / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 8
     assert all(r["first_max_abs_log_ratio"] < 1e-5 for r in rows)  # rollout and training numerics agree
@@ -27,4 +47,9 @@ def test_short_run_trains_and_holds_the_ratio_bar(tmp_path, algo):
     assert all(r["grad_norm"] > 0 for r in rows)  # the loss reached the LoRA
     lora = load_file(str(tmp_path / "runs" / "run" / "lora" / "pytorch_lora_weights.safetensors"))
     assert max(v.abs().max().item() for k, v in lora.items() if "lora_B" in k) > 0  # B starts at 0: it moved
-    assert 0.0 <= summary["before"] <= 1.0 and 0.0 <= summary["after"] <= 1.0
+    # Held-out redness (fixed seeds, the shapes test prompts; 0.016 before) must rise. Measured on CPU:
+    # +0.35 to +0.40 for the window algorithms, +0.018 for DanceGRPO, whose second PPO update is
+    # almost all clipped (its SDE std is ~20x smaller, so one step moves log p by far more than ε).
+    margin = 0.01 if algo == "dancegrpo" else 0.2
+    assert summary["after"] > summary["before"] + margin, summary
+

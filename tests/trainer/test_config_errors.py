@@ -52,3 +52,12 @@ def test_unknown_reward_and_missing_model(tmp_path):
 def test_window_larger_than_the_trainable_steps(tiny_flux):
     with pytest.raises(ScheduleError, match="window size 8 does not fit a 8-step schedule"):
         build(parse_config(["--model", str(tiny_flux), "--steps", "8", "--window", "8"]))
+
+
+def test_window_start_past_the_last_trainable_window(tiny_flux):
+    # 8 steps, w = 2: the last transition is never trained, so l ≤ 8 − 1 − 2 = 5
+    with pytest.raises(ScheduleError, match=r"window start 6 must lie in \[0, max_start=5\]"):
+        build(parse_config(["--model", str(tiny_flux), "--steps", "8", "--window", "2", "--window-start", "6"]))
+    trainer = build(parse_config(["--model", str(tiny_flux), "--steps", "8", "--window", "2", "--window-start", "5",
+                                  "--window-strategy", "frozen"]))
+    assert [trainer.windows.left_at(k) for k in range(3)] == [5, 5, 5]
