@@ -199,7 +199,7 @@ def label_classes() -> list[int]:
     return group * 2 + [len(RELATIONS) + 1]
 
 
-def pretrain_text(pipe, prompts: list[str], steps: int, lr: float, batch: int, gen) -> None:
+def pretrain_text(pipe, prompts: list[str], ids_clip, ids_t5, steps: int, lr: float, batch: int, gen) -> None:
     """Teach the text encoders the prompt grammar before they meet images.
 
     FLUX's CLIP and T5 arrive pretrained: their embeddings already tell "left" from "right". Ours
@@ -214,7 +214,6 @@ def pretrain_text(pipe, prompts: list[str], steps: int, lr: float, batch: int, g
     heads = torch.nn.ModuleList([torch.nn.Linear(pipe.text_encoder.config.hidden_size, sum(classes)),
                                  torch.nn.Linear(pipe.text_encoder_2.config.d_model, sum(classes))]).to(device)
     labels = prompt_labels(prompts)
-    ids_clip, ids_t5 = tokenize(pipe, prompts)
     params = [*pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     pipe.text_encoder.train()
@@ -225,9 +224,9 @@ def pretrain_text(pipe, prompts: list[str], steps: int, lr: float, batch: int, g
         embeds, pooled = text_conditioning(pipe, ids_clip[pick].to(device), ids_t5[pick].to(device))
         real = (ids_t5[pick] != pipe.tokenizer_2.pad_token_id).to(device).float()[..., None]
         t5_mean = (embeds * real).sum(1) / real.sum(1)
-        loss = 0.0
+        targets, loss = labels[pick].to(device).T, 0.0
         for head, features in zip(heads, (pooled, t5_mean)):
-            for logits, target in zip(head(features).split(classes, dim=1), labels[pick].to(device).T):
+            for logits, target in zip(head(features).split(classes, dim=1), targets):
                 loss = loss + F.cross_entropy(logits, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -375,9 +374,9 @@ def main(argv=None) -> None:
     print(f"vae: round trips of test renders score {vae_reward:.3f} ({time.time() - started:.0f}s)", flush=True)
     print(f"latents: {tuple(latents.shape)}, shift {pipe.vae.config.shift_factor:.4f}, "
           f"scale {pipe.vae.config.scaling_factor:.4f} ({time.time() - started:.0f}s)", flush=True)
-    if base is None and args.text_steps > 0:
-        pretrain_text(pipe, prompts, args.text_steps, args.text_lr, 128, gen)
     ids_clip, ids_t5 = tokenize(pipe, prompts)
+    if base is None and args.text_steps > 0:
+        pretrain_text(pipe, prompts, ids_clip, ids_t5, args.text_steps, args.text_lr, 128, gen)
     train_flow(pipe, latents, owners, ids_clip, ids_t5, args.flow_steps, args.batch, args.flow_lr,
                args.ema, gen, args.high_noise)
     train_seconds = time.time() - started

@@ -9,8 +9,8 @@ Layout rules (all lengths are fractions of the image side, the origin is the top
 - centres are an *anchor* read off the prompt's structure plus a uniform jitter of up to ±0.07 per
   axis (:func:`anchor_points`; the jitter window is cut to what is allowed), kept inside the image
   with a margin ``r + 0.03`` and inside the group's position region: left ``cx ≤ 0.3``, right
-  ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom ``cy ≥ 0.7``, centre ``|cx − ½|, |cy − ½| ≤ 0.05`` (≤ 0.15 for a group of several, which needs
-  the room). Anchors keep the layout of a prompt to one mode with local variation, the way a
+  ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom ``cy ≥ 0.7``, centre ``|cx − ½|, |cy − ½| ≤ 0.05``
+  (≤ 0.15 for a group of several, which needs the room). Anchors keep the layout of a prompt to one mode with local variation, the way a
   photographer frames "a cat on the left" — a model has to learn where things go, not to pick
   one of countless equally likely layouts from noise. A prompt whose anchors cannot be satisfied
   falls back to centres uniform inside the regions;
@@ -47,6 +47,7 @@ from .world import (
 
 RADIUS_RANGE = (0.09, 0.15)
 JITTER = 0.07
+SPACING = 0.3
 ANCHORED_TRIES = 200
 MARGIN = 0.03
 GAP = 0.04
@@ -104,7 +105,6 @@ _HOMES = {"left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": 
 _RELATION_HOMES = {"above": ((0.5, 0.3), (0.5, 0.7)), "below": ((0.5, 0.7), (0.5, 0.3)),
                    "left_of": ((0.3, 0.5), (0.7, 0.5)), "right_of": ((0.7, 0.5), (0.3, 0.5))}
 _FREE_HOMES = {1: ((0.5, 0.5),), 2: ((0.3, 0.5), (0.7, 0.5))}
-SPACING = 0.3
 
 
 def anchor_points(spec: PromptSpec) -> list[tuple[float, float]]:
@@ -113,8 +113,9 @@ def anchor_points(spec: PromptSpec) -> list[tuple[float, float]]:
     A group's *home* is its position's point (left (0.2, ½), right (0.8, ½), top (½, 0.2), bottom
     (½, 0.8), centre (½, ½)); else its side of the relation (subject and reference 0.4 apart along
     the relation's axis, centred); else the centre for a lone group or beside a placed one, and
-    (0.3, ½), (0.7, ½) for two unplaced groups side by side. A group's instances line up around its home, :data:`SPACING` apart:
-    vertically for a home left or right of the centre, horizontally otherwise.
+    (0.3, ½), (0.7, ½) for two unplaced groups side by side. A group's instances line up around
+    its home, :data:`SPACING` apart: vertically for a home left or right of the centre,
+    horizontally otherwise.
     """
     free = [g for g, obj in enumerate(spec.objects) if obj.position is None]
     homes = []

@@ -81,6 +81,7 @@ def test_text_pretraining_separates_position_words(script):
         return ((pooled[0] - pooled[1]).norm() / pooled[0].norm()).item()
 
     before = pooled_gap()
-    script.pretrain_text(pipe, prompts, steps=150, lr=3e-3, batch=64, gen=torch.Generator().manual_seed(0))
+    script.pretrain_text(pipe, prompts, *script.tokenize(pipe, prompts), steps=150, lr=3e-3, batch=64,
+                         gen=torch.Generator().manual_seed(0))
     after = pooled_gap()
     assert after > 3 * before, (before, after)

@@ -52,4 +52,3 @@ def test_short_run_raises_the_reward_and_holds_the_ratio_bar(tmp_path, algo):
     # almost all clipped (its SDE std is ~20x smaller, so one step moves log p by far more than ε).
     margin = 0.01 if algo == "dancegrpo" else 0.2
     assert summary["after"] > summary["before"] + margin, summary
-
