@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -19,6 +20,28 @@ from mixgrpo.errors import MixGRPOError
 
 class ConfigError(MixGRPOError, ValueError):
     """A config file or flag that cannot be used: unknown key, wrong type, impossible combination."""
+
+
+# environment variables ``accelerate launch`` sets for a sharded launch → the name of the scheme
+SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def check_launch(environ=os.environ) -> None:
+    """Refuse an ``accelerate launch`` that asks for FSDP or DeepSpeed sharding.
+
+    The loop replicates the model on every process and averages gradients with its own
+    all-reduce (:class:`trainer.loop.Processes`); it never hands the model to ``Accelerator.prepare``.
+    Under an FSDP or DeepSpeed launch config nothing would be sharded, and a full fine-tune of
+    FLUX.1-dev would run out of memory after the model loaded, so the launch stops here instead.
+    """
+    for variable, scheme in SHARDED_LAUNCHES.items():
+        if environ.get(variable, "").lower() in ("1", "true", "yes"):
+            raise ConfigError(
+                f"accelerate launch asked for {scheme} sharding ({variable}={environ[variable]}), which "
+                f"trainer.run does not implement yet: every process holds the whole model and gradients are "
+                f"averaged across processes. Launch with a plain multi-process config instead, e.g. "
+                f"`accelerate launch --num_processes 8 -m trainer.run ...`, and train a LoRA on models "
+                f"that do not fit one device.")
 
 
 def _f(default, help: str, **kw):
@@ -89,6 +112,7 @@ class TrainConfig:
     device: str = _f("auto", "auto | cpu | cuda")
 
     def validate(self) -> None:
+        check_launch()
         if self.group_size < 2:
             raise ConfigError(f"group_size must be ≥ 2: GRPO compares samples within a group (got {self.group_size}).")
         if self.prompts_per_iter < 1 or self.iterations < 1:

@@ -1,11 +1,15 @@
 """Bad input to the trainer is a clear error, raised before any work."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from mixgrpo.errors import ModelLoadError, ScheduleError
 from mixgrpo.rewards import RewardSpecError
-from trainer.config import ConfigError, TrainConfig, build_parser, load_yaml, parse_config
+from trainer.config import ConfigError, TrainConfig, build_parser, check_launch, load_yaml, parse_config
 from trainer.run import build
 
 pytestmark = pytest.mark.trainer
@@ -61,3 +65,19 @@ def test_window_start_past_the_last_trainable_window(tiny_flux):
     trainer = build(parse_config(["--model", str(tiny_flux), "--steps", "8", "--window", "2", "--window-start", "5",
                                   "--window-strategy", "frozen"]))
     assert [trainer.windows.left_at(k) for k in range(3)] == [5, 5, 5]
+
+
+def test_sharded_launch_is_refused_not_ignored(tmp_path):
+    # The shipped FSDP accelerate config, launched for real: the loop cannot shard, so it must stop
+    # before loading anything (no run folder) rather than replicate the model on every process.
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(repo / "trainer/configs/accelerate/fsdp.yaml"), "--num_processes", "1",
+                           "-m", "trainer.run", "--run-dir", str(tmp_path / "runs"), "--iterations", "1"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "accelerate launch asked for FSDP sharding" in done.stderr
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError, match="DeepSpeed sharding"):
+        check_launch({"ACCELERATE_USE_DEEPSPEED": "true"})
+    check_launch({"ACCELERATE_USE_FSDP": "false"})  # what a plain multi-process launch may set
