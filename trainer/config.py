@@ -34,8 +34,10 @@ def check_launch(environ=os.environ) -> None:
     Under an FSDP or DeepSpeed launch config nothing would be sharded, and a full fine-tune of
     FLUX.1-dev would run out of memory after the model loaded, so the launch stops here instead.
     """
+    from accelerate.utils.environment import str_to_bool  # how accelerate itself reads these flags
+
     for variable, scheme in SHARDED_LAUNCHES.items():
-        if environ.get(variable, "").lower() in ("1", "true", "yes"):
+        if str_to_bool(environ.get(variable) or "false"):
             raise ConfigError(
                 f"accelerate launch asked for {scheme} sharding ({variable}={environ[variable]}), which "
                 f"trainer.run does not implement yet: every process holds the whole model and gradients are "

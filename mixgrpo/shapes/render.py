@@ -10,10 +10,10 @@ Layout rules (all lengths are fractions of the image side, the origin is the top
   axis (:func:`anchor_points`; the jitter window is cut to what is allowed), kept inside the image
   with a margin ``r + 0.03`` and inside the group's position region: left ``cx ≤ 0.3``, right
   ``cx ≥ 0.7``, top ``cy ≤ 0.3``, bottom ``cy ≥ 0.7``, centre ``|cx − ½|, |cy − ½| ≤ 0.05``
-  (≤ 0.15 for a group of several, which needs the room). Anchors keep the layout of a prompt to one mode with local variation, the way a
-  photographer frames "a cat on the left" — a model has to learn where things go, not to pick
-  one of countless equally likely layouts from noise. A prompt whose anchors cannot be satisfied
-  falls back to centres uniform inside the regions;
+  (≤ 0.15 for a group of several, which needs the room). Anchors keep the layout of a prompt to
+  one mode with local variation, the way a photographer frames "a cat on the left" — a model has
+  to learn where things go, not to pick one of countless equally likely layouts from noise. A
+  prompt whose anchors cannot be satisfied falls back to centres uniform inside the regions;
 - bounding boxes keep a gap of at least 0.04 between instances;
 - a relation holds with a clear margin: for "above", the subject centre is at least 0.25 higher
   than the reference centre and no further sideways than up (``|dx| ≤ |dy|``); likewise below,
