@@ -135,3 +135,13 @@ def test_semantic_latents_hide_every_free_channel_from_the_decoder(script):
     assert torch.equal(a[:, :k], z[:, :k]) and torch.equal(a, b)
     assert not torch.allclose(a[:, k:], z[:, k:])
     assert a[:, k:].std().item() == pytest.approx(z[:, :k].std().item(), rel=0.1)
+
+
+def test_smoothed_anchor_targets_keep_their_mass_and_lose_their_edges(script):
+    field = torch.zeros(1, 3, 16, 16)
+    field[0, 1, 6:10, 6:10] = 2.0  # a square's coverage in the "square" channel
+    assert torch.equal(script.smooth_field(field, 0.0), field)
+    bump = script.smooth_field(field, 1.0)
+    assert bump.sum().item() == pytest.approx(field.sum().item(), rel=1e-4)  # away from the border
+    assert bump.max() < field.max() and (bump[0, 1] > 0.05).sum() > (field[0, 1] > 0).sum()
+    assert torch.equal(bump[0, 0], field[0, 0]) and torch.equal(bump[0, 2], field[0, 2])  # per channel
