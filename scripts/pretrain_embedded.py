@@ -51,6 +51,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -93,8 +94,6 @@ def smooth_field(field: torch.Tensor, width: float) -> torch.Tensor:
     decoder learns to render the crisp outline a bump stands for."""
     if width <= 0:
         return field
-    import torchvision.transforms.functional as TF
-
     return TF.gaussian_blur(field, 2 * int(2 * width + 0.5) + 1, width)
 
 
@@ -204,8 +203,6 @@ def perturb_latents(z: torch.Tensor, gen) -> torch.Tensor:
     without, with the shape anchor on). The flow model's errors are dents in the outline rather
     than blur, so on its own this lifted the sampled reward less (README, probe table).
     """
-    import torchvision.transforms.functional as TF
-
     batch = z.shape[0]
     strength = PERTURB_NOISE * torch.rand(batch, 1, 1, 1, generator=gen).to(z)
     z = z + strength * z.detach().std() * torch.randn(z.shape, generator=gen).to(z)
@@ -408,11 +405,11 @@ def main(argv=None) -> None:
     parser.add_argument("--vae-beta", type=float, default=1e-3, help="KL weight (per latent element)")
     parser.add_argument("--vae-anchor", type=float, default=1.0, help="weight of the colour anchor on latent channels 0-2")
     parser.add_argument("--vae-shape-anchor", type=float, default=0.0,
-                        help="weight of the shape anchor on latent channels 3-5 (0: off; 1.0 tried: test "
-                             "reward 0.073 against 0.083 without, so off in the recorded run)")
+                        help="weight of the shape anchor on latent channels 3-5 (0: off; the recorded v3 run "
+                             "uses 1.0; on its own, in v1, it gave 0.073 against 0.083 without)")
     parser.add_argument("--vae-perturb", action="store_true",
-                        help="train the decoder on noised and blurred latents (perturb_latents) so it snaps "
-                             "a flow model's imprecise latents to clean shapes")
+                        help="train the decoder on noised and blurred latents (perturb_latents), so that "
+                             "imprecise latents still decode to clean shapes")
     parser.add_argument("--vae-semantic", action="store_true",
                         help="only the anchored channels (colour 0-2, shape kind 3-5) carry the picture; the "
                              "others are noise to the decoder and pulled to 0 in the encoder (hide_free_channels)")
