@@ -26,17 +26,22 @@ Stages (each prints its loss curve):
    go to ``mixgrpo.json`` and a sample grid to ``--grid``.
 
 ``--finetune-from DIR`` starts from a saved pipeline and runs only stage 4 (the VAE and its latent
-normalisation stay); the record in ``mixgrpo.json`` then chains both commands and adds their times.
+normalisation stay); the record in ``mixgrpo.json`` then chains the commands and adds their times.
 
-Recorded commands (the committed weights, v3; 31.6 min on this 2-core CPU, test reward 0.294): stages
-1–5 from scratch with the smooth semantic VAE, then a high-noise flow stage. The model formed shapes
-poorly from noise although it refined given ones well (``scripts/diagnose_embedded.py``), so the
-second stage spends three quarters of its draws on σ ∈ [0.6, 1]:
+Recorded commands (the committed weights, v3.1; 41.1 min on this 2-core CPU, test reward 0.315): stages
+1–5 from scratch with the smooth semantic VAE, then a high-noise flow stage, then a flow stage with an
+EMA of the weights. The model formed shapes poorly from noise although it refined given ones well
+(``scripts/diagnose_embedded.py``), so the second stage spends three quarters of its draws on
+σ ∈ [0.6, 1]:
 
     python scripts/pretrain_embedded.py --seed 0 --out v3a --vae-shape-anchor 1.0 --vae-perturb
         --vae-semantic --vae-anchor-blur 0.6 --vae-steps 2400 --bf16      (one command)
-    python scripts/pretrain_embedded.py --finetune-from v3a --flow-steps 1300 --flow-lr 3e-4 --high-noise 0.75 --bf16
+    python scripts/pretrain_embedded.py --finetune-from v3a --out v3 --flow-steps 1300 --flow-lr 3e-4
+        --high-noise 0.75 --bf16
+    python scripts/pretrain_embedded.py --finetune-from v3 --flow-steps 1800 --flow-lr 2e-4 --high-noise 0.5
+        --ema 0.995 --bf16
 
+v3 (0.294, 31.6 min) was the first two commands.
 v2 (0.134) was the same two commands without the VAE flags and ``--bf16``.
 """
 
