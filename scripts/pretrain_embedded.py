@@ -410,8 +410,8 @@ def main(argv=None) -> None:
     parser.add_argument("--vae-beta", type=float, default=1e-3, help="KL weight (per latent element)")
     parser.add_argument("--vae-anchor", type=float, default=1.0, help="weight of the colour anchor on latent channels 0-2")
     parser.add_argument("--vae-shape-anchor", type=float, default=0.0,
-                        help="weight of the shape anchor on latent channels 3-5 (0: off; the recorded v3 run "
-                             "uses 1.0; on its own, in v1, it gave 0.073 against 0.083 without)")
+                        help="weight of the shape anchor on latent channels 3-5 (0: off; the recorded v3 and v3.1 runs "
+                             "use 1.0; on its own, in v1, it gave 0.073 against 0.083 without)")
     parser.add_argument("--vae-perturb", action="store_true",
                         help="train the decoder on noised and blurred latents (perturb_latents), so that "
                              "imprecise latents still decode to clean shapes")
