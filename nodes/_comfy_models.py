@@ -57,7 +57,7 @@ class PipelineTextEncoder:
         return {"text": text}
 
     def encode_from_tokens(self, tokens: dict, return_pooled: bool = False, return_dict: bool = False):
-        cond = self.adapter.encode_prompts([tokens["text"]])
+        cond = self.adapter.encode_text([tokens["text"]])
         embeds, pooled = cond["prompt_embeds"].float().cpu(), cond["pooled_prompt_embeds"].float().cpu()
         if return_dict:
             return {"cond": embeds, "pooled_output": pooled}

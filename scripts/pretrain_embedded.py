@@ -338,15 +338,17 @@ def sample_sigmas(batch: int, gen, high_noise: float = 0.0) -> torch.Tensor:
 
 
 def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, lr: float, ema: float, gen,
-               high_noise: float = 0.0, bf16: bool = False) -> None:
+               high_noise: float = 0.0, bf16: bool = False, caption_dropout: float = 0.0) -> None:
     """Flow matching; with ``ema`` > 0 the saved weights are the average ``θ̄ ← ema·θ̄ + (1 − ema)·θ``;
     with ``bf16`` the forward pass runs under bfloat16 autocast (fp32 weights and optimizer; 1.5× faster
-    on a CPU with AVX-512 BF16)."""
+    on a CPU with AVX-512 BF16); with ``caption_dropout`` > 0 that share of the samples is conditioned
+    on the empty prompt, which teaches the unconditional velocity classifier-free guidance needs."""
     params = [*pipe.transformer.parameters(), *pipe.text_encoder.parameters(), *pipe.text_encoder_2.parameters()]
     averaged = [p.detach().clone() for p in params] if ema > 0 else None
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.03)
     owners = torch.tensor(owners)
+    empty_clip, empty_t5 = tokenize(pipe, [""])
     device = next(pipe.transformer.parameters()).device
     h = w = latents.shape[-1]
     img_ids = image_ids(h, w, device, torch.float32)
@@ -361,8 +363,12 @@ def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, 
         noise = torch.randn(z.shape, generator=gen).to(device)
         s = sigma[:, None, None, None]
         x = (1 - s) * z + s * noise
+        clip, t5 = ids_clip[who], ids_t5[who]
+        if caption_dropout > 0:
+            dropped = torch.rand(batch, generator=gen) < caption_dropout
+            clip, t5 = torch.where(dropped[:, None], empty_clip, clip), torch.where(dropped[:, None], empty_t5, t5)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            embeds, pooled = text_conditioning(pipe, ids_clip[who].to(device), ids_t5[who].to(device))
+            embeds, pooled = text_conditioning(pipe, clip.to(device), t5.to(device))
             v = pipe.transformer(hidden_states=pack_latents(x), timestep=sigma, pooled_projections=pooled,
                                  encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
         loss = F.mse_loss(unpack_latents(v, h, w).float(), noise - z)
@@ -432,6 +438,8 @@ def main(argv=None) -> None:
     parser.add_argument("--ema", type=float, default=0.0, help="EMA decay of the flow weights (0: off)")
     parser.add_argument("--high-noise", type=float, default=0.0,
                         help="share of the flow stage's σ draws taken from U(0.6, 1), where shapes form")
+    parser.add_argument("--caption-dropout", type=float, default=0.0,
+                        help="share of flow samples trained on the empty prompt (for classifier-free guidance)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the flow stage (weights stay fp32)")
     parser.add_argument("--finetune-from", type=Path, default=None,
                         help="start from a saved pipeline (e.g. the embedded model): its VAE and latent "
@@ -482,7 +490,7 @@ def main(argv=None) -> None:
     if base is None and args.text_steps > 0:
         pretrain_text(pipe, prompts, ids_clip, ids_t5, args.text_steps, args.text_lr, 128, gen)
     train_flow(pipe, latents, owners, ids_clip, ids_t5, args.flow_steps, args.batch, args.flow_lr,
-               args.ema, gen, args.high_noise, args.bf16)
+               args.ema, gen, args.high_noise, args.bf16, args.caption_dropout)
     train_seconds = time.time() - started
     command = "python scripts/pretrain_embedded.py " + " ".join(argv or sys.argv[1:])
     if base is not None:  # the record covers the whole chain, from scratch

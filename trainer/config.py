@@ -63,6 +63,8 @@ class TrainConfig:
                               choices=("no", "bf16", "fp16"))
     attention: str = _f("sdpa", "sdpa | xformers (CUDA only)", choices=("sdpa", "xformers"))
     quantize_timesteps: bool = _f(False, "feed the model floor(1000σ)/1000 as the official release does")
+    cfg_scale: float = _f(0.0, "classifier-free guidance scale of every rollout (the policy is the guided "
+                               "field); 0 = the model's own (its mixgrpo.json, else 1 = none)")
     # -- algorithm -------------------------------------------------------------------------
     algo: str = _f("mixgrpo", "mixgrpo | flash | flash_star | dancegrpo",
                    choices=("mixgrpo", "flash", "flash_star", "dancegrpo"))
@@ -119,6 +121,8 @@ class TrainConfig:
             raise ConfigError(f"group_size must be ≥ 2: GRPO compares samples within a group (got {self.group_size}).")
         if self.prompts_per_iter < 1 or self.iterations < 1:
             raise ConfigError("prompts_per_iter and iterations must be ≥ 1.")
+        if self.cfg_scale < 0:
+            raise ConfigError(f"cfg_scale must be ≥ 0 (0: the model's own, 1: no guidance); got {self.cfg_scale}.")
         if self.resolution % 16:
             raise ConfigError(f"resolution {self.resolution} must divide by 16 (VAE ×8, patch 2).")
         if self.attention == "xformers":

@@ -20,7 +20,7 @@ from mixgrpo.plots import save_sample_grid
 from .config import TrainConfig
 from .data import evaluation_prompts
 from .outputs import load_lora_into
-from .run import resolve_model_path
+from .run import load_model
 
 
 def hybrid_velocity(model, trained_until: float):
@@ -54,14 +54,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--hybrid", type=float, default=0.0, help="also evaluate trained-for-the-first-p hybrid")
     args = parser.parse_args(argv)
 
-    from mixgrpo.models import load_flow_model
     from mixgrpo.rewards import load_rewards
 
     cfg = TrainConfig(**yaml.safe_load((args.run / "config.yaml").read_text()))
     if cfg.full_finetune:
         raise SystemExit("trainer.eval compares a LoRA with its base; for a full fine-tune load "
                          f"{args.run / 'transformer'} in place of the base transformer.")
-    model = load_flow_model(resolve_model_path(cfg.model))
+    model = load_model(cfg)
     load_lora_into(model, args.run / "lora")
     rewards = load_rewards(cfg.reward)
     prompts = evaluation_prompts(cfg.eval_prompts)

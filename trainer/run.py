@@ -30,6 +30,15 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def load_model(cfg: TrainConfig, device: str = "cpu"):
+    """The config's model as an adapter: its guidance scale when ``cfg_scale`` is set, else the model's own."""
+    from mixgrpo.models import load_flow_model
+
+    guidance = {"cfg_scale": cfg.cfg_scale} if cfg.cfg_scale > 0 else {}
+    return load_flow_model(resolve_model_path(cfg.model), device=device, quantize_timesteps=cfg.quantize_timesteps,
+                           **guidance)
+
+
 def setup_run_dir(cfg: TrainConfig) -> tuple[Path, TrainConfig]:
     if cfg.resume:
         run_dir = Path(cfg.resume)
@@ -47,7 +56,6 @@ def setup_run_dir(cfg: TrainConfig) -> tuple[Path, TrainConfig]:
 
 def build(cfg: TrainConfig):
     """Model (with LoRA or full fine-tuning), rewards, prompts and the trainer."""
-    from mixgrpo.models import load_flow_model
     from mixgrpo.rewards import load_rewards
 
     from .data import training_prompts
@@ -55,7 +63,7 @@ def build(cfg: TrainConfig):
 
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
     rewards = load_rewards(cfg.reward, device=device)  # fail fast on an unknown reward, before loading the model
-    model = load_flow_model(resolve_model_path(cfg.model), device=device, quantize_timesteps=cfg.quantize_timesteps)
+    model = load_model(cfg, device)
     torch.manual_seed(cfg.seed)
     if cfg.full_finetune:
         model.transformer.requires_grad_(True)

@@ -3,17 +3,30 @@
 Latents are always in the spatial layout ``[B, C, h, w]`` (C = 16, h = H/8 for FLUX and SD3), so
 the core's rollout sees one shape whatever the model packs internally. Conditioning is a dict of
 tensors batched along dim 0: encode once, cache it, free the text encoders.
+
+**Classifier-free guidance** (``cfg_scale`` s ≠ 1): the policy's velocity is the guided one,
+
+    v(x, σ, c) = v_θ(x, σ, ∅) + s · (v_θ(x, σ, c) − v_θ(x, σ, ∅)),
+
+with ∅ the negative prompt (default: the empty prompt). ``encode_prompts`` then adds its encoding to
+every row of the conditioning (keys prefixed ``negative_``), so cached conditioning keeps working
+once the text encoders are freed, and ``velocity`` runs both branches as one doubled batch. The
+rollout, the log-probabilities, the KL reference and every sampler see that one guided field.
+FLUX.1-dev has distilled guidance instead (``FluxAdapter(guidance=…)``) and keeps s = 1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 
 from ..errors import ModelLoadError
+
+NEGATIVE = "negative_"  # conditioning keys of the negative prompt (classifier-free guidance)
 
 
 class FlowModelAdapter(ABC):
@@ -24,13 +37,17 @@ class FlowModelAdapter(ABC):
     #: model-side divisor of the pixel size (VAE down-sampling × patch size)
     resolution_multiple: int = 16
 
-    def __init__(self, pipe, quantize_timesteps: bool = False):
+    def __init__(self, pipe, quantize_timesteps: bool = False, cfg_scale: float = 1.0, negative_prompt: str = ""):
+        if not (cfg_scale > 0 and math.isfinite(cfg_scale)):
+            raise ValueError(f"cfg_scale must be a positive number (1 = no classifier-free guidance); got {cfg_scale}")
         self.pipe = pipe
         self.transformer = pipe.transformer
         self.vae = pipe.vae
         # channels-last convolutions: see decode(); ``.to(device/dtype)`` keeps the layout
         self.vae.to(memory_format=torch.channels_last)
         self.quantize_timesteps = quantize_timesteps
+        self.cfg_scale = float(cfg_scale)
+        self.negative_prompt = negative_prompt
 
     # -- placement --------------------------------------------------------------------------
     @property
@@ -77,12 +94,42 @@ class FlowModelAdapter(ABC):
 
     # -- the three calls --------------------------------------------------------------------
     @abstractmethod
-    def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
-        ...
+    def encode_text(self, prompts: list[str]) -> dict[str, Tensor]:
+        """The model's own text conditioning of ``prompts`` (one row each)."""
 
     @abstractmethod
+    def model_velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
+        """One transformer pass: the velocity for ``cond`` as it is (no guidance)."""
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
+        """Conditioning for :meth:`velocity`; with guidance, each row also carries the negative prompt's."""
+        cond = self.encode_text(prompts)
+        if self.guided:
+            negative = self.encode_text([self.negative_prompt])
+            cond.update({NEGATIVE + k: v.expand(len(prompts), *v.shape[1:]).clone() for k, v in negative.items()})
+        return cond
+
     def velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        ...
+        """The policy's velocity field: guided when ``cfg_scale`` ≠ 1 (module docstring), else one pass."""
+        positive = {k: v for k, v in cond.items() if not k.startswith(NEGATIVE)}
+        if not self.guided:
+            return self.model_velocity(x, sigma, positive)
+        negative = {k[len(NEGATIVE):]: v for k, v in cond.items() if k.startswith(NEGATIVE)}
+        if negative.keys() != positive.keys():
+            raise ValueError("this model samples with classifier-free guidance (cfg_scale "
+                             f"{self.cfg_scale}), but the conditioning has no negative prompt: encode it with "
+                             "this adapter's encode_prompts")
+        b = x.shape[0]
+        sigma = sigma.expand(b) if sigma.dim() == 0 else sigma
+        both = self.model_velocity(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                                   {k: torch.cat([positive[k], negative[k]]) for k in positive})
+        v_cond, v_uncond = both[:b], both[b:]
+        return v_uncond + self.cfg_scale * (v_cond - v_uncond)
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:

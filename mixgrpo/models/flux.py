@@ -37,19 +37,20 @@ class FluxAdapter(FlowModelAdapter):
 
     timestep_scale = 1.0
 
-    def __init__(self, pipe, guidance: float = 3.5, max_sequence_length: int = 512, quantize_timesteps: bool = False):
-        super().__init__(pipe, quantize_timesteps)
+    def __init__(self, pipe, guidance: float = 3.5, max_sequence_length: int = 512, quantize_timesteps: bool = False,
+                 **guidance_options):
+        super().__init__(pipe, quantize_timesteps, **guidance_options)
         self.guidance = guidance
         self.max_sequence_length = max_sequence_length
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
+    def encode_text(self, prompts: list[str]) -> dict[str, Tensor]:
         """CLIP pooled vector + T5 token sequence per prompt."""
         embeds, pooled, _ = self.pipe.encode_prompt(prompts, prompt_2=None, device=self.device,
                                                     max_sequence_length=self.max_sequence_length)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
+    def model_velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
         b, _, h, w = x.shape
         dtype = self.dtype
         embeds = cond["prompt_embeds"].to(dtype)

@@ -45,9 +45,10 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
                              "Copy the whole pipeline repository, not only the transformer weights.")
     from .embedded import read_settings
 
-    settings = read_settings(path)  # a model trained here records the text length it was trained with
-    if "max_sequence_length" in settings:
-        adapter_options.setdefault("max_sequence_length", settings["max_sequence_length"])
+    settings = read_settings(path)  # a model trained here records its text length and guidance scale
+    for key in ("max_sequence_length", "cfg_scale"):
+        if key in settings:
+            adapter_options.setdefault(key, settings[key])
     if kind == "flux":
         from diffusers import FluxPipeline
 

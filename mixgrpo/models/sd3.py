@@ -13,19 +13,20 @@ class SD3Adapter(FlowModelAdapter):
 
     timestep_scale = 1000.0
 
-    def __init__(self, pipe, max_sequence_length: int = 256, quantize_timesteps: bool = False):
-        super().__init__(pipe, quantize_timesteps)
+    def __init__(self, pipe, max_sequence_length: int = 256, quantize_timesteps: bool = False, **guidance_options):
+        super().__init__(pipe, quantize_timesteps, **guidance_options)
         self.max_sequence_length = max_sequence_length
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
-        """Two CLIP encoders (pooled, concatenated) and T5 (sequence), no classifier-free guidance."""
+    def encode_text(self, prompts: list[str]) -> dict[str, Tensor]:
+        """Two CLIP encoders (pooled, concatenated) and T5 (sequence); the negative prompt of
+        classifier-free guidance is added by :meth:`FlowModelAdapter.encode_prompts`."""
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompts, prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
+    def model_velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
         dtype = self.dtype
         return self.transformer(
             hidden_states=x.to(dtype),

@@ -66,16 +66,19 @@ def test_flux_adapter_ode_rollout_equals_flux_pipeline(flux_dir):
     assert (decoded - images).abs().max() <= 1e-4
 
 
-def test_sd3_adapter_ode_rollout_equals_sd3_pipeline(sd3_dir):
+@pytest.mark.parametrize("cfg_scale", [1.0, 4.5])
+def test_sd3_adapter_ode_rollout_equals_sd3_pipeline(sd3_dir, cfg_scale):
+    """Unguided, and with classifier-free guidance: the pipeline's ``guidance_scale`` and its default
+    empty negative prompt are the adapter's ``cfg_scale``."""
     from diffusers import StableDiffusion3Pipeline
 
-    model = load_flow_model(sd3_dir)
+    model = load_flow_model(sd3_dir, cfg_scale=cfg_scale)
     pipe = StableDiffusion3Pipeline.from_pretrained(str(sd3_dir))
     steps = 4
     noise = torch.randn(2, *model.latent_shape(128, 128), generator=torch.Generator().manual_seed(1))
     # SD3's scheduler spaces its default grid down to σ_min, not 1/T: hand it our unshifted times
     ref = pipe(PROMPTS, height=128, width=128, num_inference_steps=steps, sigmas=uniform_times(steps)[:-1],
-               latents=noise, guidance_scale=1.0, output_type="latent",
+               latents=noise, guidance_scale=cfg_scale, output_type="latent",
                max_sequence_length=model.max_sequence_length).images
     plan = build_plan("mixgrpo", num_steps=steps, shift=3.0, window_size=0)
     assert torch.allclose(pipe.scheduler.sigmas.double(), torch.tensor(plan.sigmas, dtype=torch.float64), atol=1e-6)
@@ -117,6 +120,34 @@ def test_lora_trains_alone_and_reference_switches_it_off(flux_dir):
     assert (tuned - base).abs().max() > 1e-3
     assert torch.allclose(reference, base, atol=1e-6)
     assert torch.equal(again, tuned)
+
+
+def test_classifier_free_guidance_combines_the_two_branches(flux_dir):
+    """v = v(∅) + s·(v(c) − v(∅)) from one doubled batch; the negative rows travel in the conditioning."""
+    guided, plain = load_flow_model(flux_dir, cfg_scale=3.0), load_flow_model(flux_dir)
+    cond = guided.encode_prompts(PROMPTS)
+    assert cond["negative_prompt_embeds"].shape == cond["prompt_embeds"].shape
+    assert set(plain.encode_prompts(PROMPTS)) == {"prompt_embeds", "pooled_prompt_embeds"}
+    x, sigma = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([0.9, 0.4])
+    empty = plain.encode_text([""] * 2)
+    with torch.no_grad():
+        v_c, v_u = plain.model_velocity(x, sigma, plain.encode_text(PROMPTS)), plain.model_velocity(x, sigma, empty)
+        v = guided.velocity(x, sigma, cond)
+        assert (v - v_u).abs().max() > 1e-3  # the guidance changes the field
+        assert torch.allclose(v, v_u + 3.0 * (v_c - v_u), atol=1e-5)
+        assert torch.allclose(guided.velocity(x, torch.tensor(0.4), cond)[1], v[1], atol=1e-5)  # a scalar σ
+        assert torch.equal(plain.velocity(x, sigma, plain.encode_prompts(PROMPTS)), v_c)
+    with pytest.raises(ValueError, match="no negative prompt"):
+        guided.velocity(x, sigma, plain.encode_prompts(PROMPTS))
+    with pytest.raises(ValueError, match="cfg_scale must be a positive number"):
+        load_flow_model(flux_dir, cfg_scale=0.0)
+
+
+def test_loader_takes_the_guidance_scale_a_model_records(tmp_path):
+    build_tiny_flux(tmp_path)
+    (tmp_path / "mixgrpo.json").write_text(json.dumps({"cfg_scale": 2.5}))
+    assert load_flow_model(tmp_path).cfg_scale == 2.5
+    assert load_flow_model(tmp_path, cfg_scale=1.0).cfg_scale == 1.0  # the caller's choice wins
 
 
 def test_quantised_timesteps_are_floor_1000_sigma(flux_dir):

@@ -40,6 +40,16 @@ def test_group_of_one():
         parse_config(["--group-size", "1"])
 
 
+def test_guidance_scale_is_the_models_unless_set(tmp_path):
+    from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
+    from trainer.run import load_model
+
+    assert load_model(parse_config([])).cfg_scale == read_settings(EMBEDDED_DIR).get("cfg_scale", 1.0)
+    assert load_model(parse_config(["--cfg-scale", "1"])).cfg_scale == 1.0
+    with pytest.raises(ConfigError, match="cfg_scale must be ≥ 0"):
+        parse_config(["--cfg-scale", "-2"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_xformers_without_cuda():
     with pytest.raises(ConfigError, match="xformers needs a CUDA GPU"):
