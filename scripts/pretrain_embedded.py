@@ -389,12 +389,13 @@ def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, 
         module.eval()
 
 
-def evaluate(folder: Path, seeds: int, grid: Path | None, device: str) -> dict:
+def evaluate(folder: Path, seeds: int, grid: Path | None, device: str, **guidance) -> dict:
+    """Test reward at the default sampling (25-step ODE, the guidance the folder records unless given)."""
     from mixgrpo.evaluate import evaluate_shapes
     from mixgrpo.plots import save_sample_grid
     from mixgrpo.models import load_flow_model
 
-    model = load_flow_model(folder, device=device)
+    model = load_flow_model(folder, device=device, **guidance)
     report = evaluate_shapes(model, test_prompts(), seeds=range(seeds), steps=25, shift=SHIFT,
                              resolution=RESOLUTION)
     if grid is not None:
@@ -440,6 +441,10 @@ def main(argv=None) -> None:
                         help="share of the flow stage's σ draws taken from U(0.6, 1), where shapes form")
     parser.add_argument("--caption-dropout", type=float, default=0.0,
                         help="share of flow samples trained on the empty prompt (for classifier-free guidance)")
+    parser.add_argument("--cfg-scale", type=float, default=None,
+                        help="classifier-free guidance scale recorded in mixgrpo.json as the model's default "
+                             "sampling (empty negative prompt; needs --caption-dropout training; 1 = none; "
+                             "default: the --finetune-from model's, else 1)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the flow stage (weights stay fp32)")
     parser.add_argument("--finetune-from", type=Path, default=None,
                         help="start from a saved pipeline (e.g. the embedded model): its VAE and latent "
@@ -502,12 +507,18 @@ def main(argv=None) -> None:
     pretrain = {"command": command,
                 "seconds": round(train_seconds), "device": args.device, "parameters": n_params,
                 "vae_reconstruction_reward": round(vae_reward, 4)}
-    write_settings(args.out, architecture=arch, pretrain=pretrain)
+    cfg_scale = args.cfg_scale if args.cfg_scale is not None else (base or {}).get("cfg_scale", 1.0)
+    guidance = {"cfg_scale": cfg_scale} if cfg_scale != 1.0 else {}
+    write_settings(args.out, architecture=arch, pretrain=pretrain, **guidance)
     report = evaluate(args.out, args.eval_seeds, args.grid, args.device)
-    write_settings(args.out, architecture=arch, pretrain=pretrain,
-                   evaluation={k: v for k, v in report.items() if k != "prompts"})
-    print(f"trained in {train_seconds / 60:.1f} min; test reward {report['mean']:.3f}; "
-          f"per category {report['per_category']}", flush=True)
+    results = {"evaluation": {k: v for k, v in report.items() if k != "prompts"}}
+    if guidance:  # what the same weights score without guidance, for comparison
+        plain = evaluate(args.out, args.eval_seeds, None, args.device, cfg_scale=1.0)
+        results["evaluation_unguided"] = {k: plain[k] for k in ("mean", "per_category")}
+        print(f"without guidance: test reward {plain['mean']:.3f}; per category {plain['per_category']}", flush=True)
+    write_settings(args.out, architecture=arch, pretrain=pretrain, **guidance, **results)
+    print(f"trained in {train_seconds / 60:.1f} min; test reward {report['mean']:.3f}"
+          f"{f' (cfg {cfg_scale:g})' if guidance else ''}; per category {report['per_category']}", flush=True)
 
 
 if __name__ == "__main__":

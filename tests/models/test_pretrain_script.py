@@ -41,8 +41,11 @@ def test_high_noise_share_of_sigma_draws(script):
 def test_finetune_stage_keeps_the_vae_and_chains_the_record(script, tmp_path):
     out = tmp_path / "v2"
     script.main(["--finetune-from", str(EMBEDDED_DIR), "--flow-steps", "2", "--renders", "1", "--batch", "4",
-                 "--high-noise", "0.75", "--eval-seeds", "1", "--out", str(out), "--grid", str(tmp_path / "g.png")])
+                 "--high-noise", "0.75", "--caption-dropout", "0.5", "--cfg-scale", "1.5", "--eval-seeds", "1",
+                 "--out", str(out), "--grid", str(tmp_path / "g.png")])
     base, new = read_settings(EMBEDDED_DIR), read_settings(out)
+    assert new["cfg_scale"] == 1.5  # recorded as the model's sampling default, and scored both ways
+    assert 0 <= new["evaluation_unguided"]["mean"] <= 1 and new["evaluation_unguided"]["mean"] != new["evaluation"]["mean"]
     assert new["pretrain"]["command"].startswith(base["pretrain"]["command"] + " && python scripts/pretrain_embedded.py")
     assert new["pretrain"]["seconds"] > base["pretrain"]["seconds"]
     assert 0 <= new["evaluation"]["mean"] <= 1 and (tmp_path / "g.png").exists()
