@@ -69,12 +69,17 @@ def to_ui(nodes: list[Node], object_info: dict, title: str) -> dict:
 
 
 def embedded_sampler(batch: int = 1, prompt: str = "a red circle above a blue square") -> list[Node]:
+    """The embedded model samples with classifier-free guidance at the scale its ``mixgrpo.json`` records
+    (an empty negative prompt), as the trainer and the evaluation do."""
+    from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
+
+    cfg = float(read_settings(EMBEDDED_DIR).get("cfg_scale", 1.0))
     return [
         Node(1, "LoadMixGRPOModel", (20, 60), {"model": "embedded (shapes-flux-tiny)", "lora_name": "none",
                                                "lora_path": "", "strength": 1.0}),
-        Node(2, "CLIPTextEncode", (380, 40), {"text": prompt}, {"clip": (1, 1)}),
-        Node(3, "FluxGuidance", (700, 40), {"guidance": 3.5}, {"conditioning": (2, 0)}),
-        Node(4, "BasicGuider", (1000, 40), links={"model": (1, 0), "conditioning": (3, 0)}),
+        Node(2, "CLIPTextEncode", (380, 40), {"text": prompt}, {"clip": (1, 1)}, title="prompt"),
+        Node(3, "CLIPTextEncode", (700, 40), {"text": ""}, {"clip": (1, 1)}, title="negative (empty)"),
+        Node(4, "CFGGuider", (1000, 40), {"cfg": cfg}, {"model": (1, 0), "positive": (2, 0), "negative": (3, 0)}),
         Node(5, "EmptySD3LatentImage", (380, 260), {"width": 128, "height": 128, "batch_size": batch}),
         Node(6, "BasicScheduler", (380, 440), {"scheduler": "simple", "steps": 25, "denoise": 1.0},
              {"model": (1, 0)}),

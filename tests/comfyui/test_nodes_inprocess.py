@@ -28,7 +28,7 @@ sigmas = out(cs.BasicScheduler.execute(model, "simple", 12, 1.0))[0]
 guider = out(cs.BasicGuider.execute(model, cond))[0]
 noise = out(cs.RandomNoise.execute(123))[0]
 
-def sample(sampler):
+def sample(sampler, guider=guider):
     return out(cs.SamplerCustomAdvanced.execute(noise, guider, sampler, sigmas, latent))[0]["samples"]
 
 def mixgrpo(**kw):
@@ -60,15 +60,22 @@ print(json.dumps({"diff": (stock - ours).abs().max().item(), "shape": list(image
     assert r["schedule_len"] < 26 and "NFE" in r["info"] and "SDE steps 0–3" in r["info"]
 
 
-def test_window_with_noise_equals_core_rollout_on_the_diffusers_model():
+@pytest.mark.parametrize("guidance", ["none", "cfg"])
+def test_window_with_noise_equals_core_rollout_on_the_diffusers_model(guidance):
+    """Stock guiders around our sampler give the core's rollout: BasicGuider the unguided field, and
+    CFGGuider with an empty negative prompt the adapter's classifier-free guidance at the same scale."""
     r = run("""
 from mixgrpo.models import load_flow_model
 from mixgrpo.denoiser_sampling import WindowOptions, plan_for_sigmas
 from mixgrpo.rollout import mixed_rollout
-ours = sample(mixgrpo(window_start=2, window_size=4, eta=0.8))
-ode = sample(mixgrpo(window_size=0))
-from mixgrpo.models.embedded import EMBEDDED_DIR
-adapter = load_flow_model(EMBEDDED_DIR)
+from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
+scale = %s
+if scale != 1.0:
+    negative = comfy_nodes.CLIPTextEncode().encode(clip, "")[0]
+    guider = out(cs.CFGGuider.execute(model, cond, negative, scale))[0]
+ours = sample(mixgrpo(window_start=2, window_size=4, eta=0.8), guider)
+ode = sample(mixgrpo(window_size=0), guider)
+adapter = load_flow_model(EMBEDDED_DIR, cfg_scale=scale)
 plan = plan_for_sigmas(sigmas, WindowOptions(start=2, size=4, eta=0.8))
 x = noise.generate_noise(latent)  # σ0 = 1: the initial x is the noise itself
 vae_cfg = adapter.vae.config
@@ -76,11 +83,12 @@ core = mixed_rollout(adapter.velocity, x.float(), plan, adapter.encode_prompts([
                      generator=torch.Generator().manual_seed(123))
 core_latent = core.samples / vae_cfg.scaling_factor + vae_cfg.shift_factor  # ComfyUI returns VAE-space latents
 print(json.dumps({"diff": (ours - core_latent).abs().max().item(), "window_effect": (ours - ode).abs().max().item(),
-                  "first_sigma": float(sigmas[0])}))
-""")
+                  "first_sigma": float(sigmas[0]), "scale": scale}))
+""" % ("1.0" if guidance == "none" else "read_settings(EMBEDDED_DIR)['cfg_scale']"))
     assert r["first_sigma"] == 1.0
     assert r["window_effect"] > 1e-2
     assert r["diff"] <= 1e-4
+    assert (r["scale"] == 1.0) == (guidance == "none")
 
 
 def test_non_flow_model_and_bad_window_are_clear_errors():

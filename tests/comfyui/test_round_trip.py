@@ -1,4 +1,5 @@
-"""Trainer → ComfyUI: a run's LoRA, loaded by Load MixGRPO Model, samples what the trainer samples."""
+"""Trainer → ComfyUI: a run's LoRA, loaded by Load MixGRPO Model, samples what the trainer samples
+(stock CFGGuider at the model's guidance scale, as the trainer rolls out)."""
 
 import json
 from pathlib import Path
@@ -27,19 +28,21 @@ from comfy_extras import nodes_custom_sampler as cs, nodes_sd3
 from mixgrpo_pack.nodes.loaders import LoadMixGRPOModel, EMBEDDED
 from mixgrpo.evaluate import sample_images
 from mixgrpo.models import load_flow_model
-from mixgrpo.models.embedded import EMBEDDED_DIR
+from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
 from trainer.outputs import load_lora_into
 
 PROMPT, SEED = "a red circle above a blue square", 11
+CFG = read_settings(EMBEDDED_DIR).get("cfg_scale", 1.0)  # the trainer's default guidance: the model's own
 
 def comfy_sample(lora_path):
     model, clip, vae = LoadMixGRPOModel.execute(EMBEDDED, "none", 1.0, lora_path=lora_path).args
     cond = comfy_nodes.CLIPTextEncode().encode(clip, PROMPT)[0]
+    negative = comfy_nodes.CLIPTextEncode().encode(clip, "")[0]
     latent = nodes_sd3.EmptySD3LatentImage.execute(128, 128, 1).args[0]
     sigmas = cs.BasicScheduler.execute(model, "simple", 25, 1.0).args[0]
     sampler = cs.KSamplerSelect.execute("euler").args[0]
     out = cs.SamplerCustomAdvanced.execute(cs.RandomNoise.execute(SEED).args[0],
-                                           cs.BasicGuider.execute(model, cond).args[0], sampler, sigmas, latent).args[0]
+                                           cs.CFGGuider.execute(model, cond, negative, CFG).args[0], sampler, sigmas, latent).args[0]
     return comfy_nodes.VAEDecode().decode(vae, out)[0].permute(0, 3, 1, 2)
 
 tuned, base = comfy_sample({str(run_folder)!r}), comfy_sample("")
