@@ -19,7 +19,10 @@ Stages (each prints its loss curve):
 4. **Text encoders + transformer**, jointly, by rectified-flow matching on the frozen VAE's latents:
    ``x_σ = (1 − σ)·z + σ·ε``, target ``v = ε − z``, ``L = ‖v_θ(x_σ, σ, text) − v‖²``, σ drawn as a
    shifted uniform (shift 3, the rollout grid) mixed half-and-half with a plain uniform; with
-   ``--high-noise p`` a share ``p`` of the draws comes from ``U(0.6, 1)`` instead.
+   ``--high-noise p`` a share ``p`` of the draws comes from ``U(0.6, 1)`` instead; with
+   ``--caption-dropout q`` a share ``q`` of the samples is conditioned on the empty prompt, so the
+   model also learns the unconditional velocity of classifier-free guidance (``--cfg-scale`` records
+   the guidance scale the model then samples with).
    Conditioning goes through exactly the calls ``FluxPipeline.encode_prompt`` makes.
 5. **Save + evaluate.** The pipeline and ``mixgrpo.json`` are written to ``--out``; the saved folder
    is reloaded and sampled with the 25-step ODE on the test prompts; shapes-reward scores per category
@@ -28,9 +31,10 @@ Stages (each prints its loss curve):
 ``--finetune-from DIR`` starts from a saved pipeline and runs only stage 4 (the VAE and its latent
 normalisation stay); the record in ``mixgrpo.json`` then chains the commands and adds their times.
 
-Recorded commands (the committed weights, v3.1; 41.1 min on this 2-core CPU, test reward 0.315): stages
-1–5 from scratch with the smooth semantic VAE, then a high-noise flow stage, then a flow stage with an
-EMA of the weights. The model formed shapes poorly from noise although it refined given ones well
+Recorded commands (the committed weights, v3.2; 43.2 min on this 2-core CPU, test reward 0.358 at
+cfg 2, 0.297 without guidance): stages 1–5 from scratch with the smooth semantic VAE, then a
+high-noise flow stage, then a flow stage with an EMA of the weights that also trains the empty
+prompt. The model formed shapes poorly from noise although it refined given ones well
 (``scripts/diagnose_embedded.py``), so the second stage spends three quarters of its draws on
 σ ∈ [0.6, 1]:
 
@@ -38,9 +42,10 @@ EMA of the weights. The model formed shapes poorly from noise although it refine
         --vae-semantic --vae-anchor-blur 0.6 --vae-steps 2400 --bf16      (one command)
     python scripts/pretrain_embedded.py --finetune-from v3a --out v3 --flow-steps 1300 --flow-lr 3e-4
         --high-noise 0.75 --bf16
-    python scripts/pretrain_embedded.py --finetune-from v3 --flow-steps 1800 --flow-lr 2e-4 --high-noise 0.5
-        --ema 0.995 --bf16
+    python scripts/pretrain_embedded.py --finetune-from v3 --flow-steps 2300 --flow-lr 2e-4 --high-noise 0.5
+        --ema 0.995 --bf16 --caption-dropout 0.2 --cfg-scale 2
 
+v3.1 (0.315, 41.1 min) had a third stage of 1800 steps without ``--caption-dropout`` and ``--cfg-scale``.
 v3 (0.294, 31.6 min) was the first two commands.
 v2 (0.134) was the same two commands without the VAE flags and ``--bf16``.
 """
@@ -417,8 +422,8 @@ def main(argv=None) -> None:
     parser.add_argument("--vae-beta", type=float, default=1e-3, help="KL weight (per latent element)")
     parser.add_argument("--vae-anchor", type=float, default=1.0, help="weight of the colour anchor on latent channels 0-2")
     parser.add_argument("--vae-shape-anchor", type=float, default=0.0,
-                        help="weight of the shape anchor on latent channels 3-5 (0: off; the recorded v3 and v3.1 runs "
-                             "use 1.0; on its own, in v1, it gave 0.073 against 0.083 without)")
+                        help="weight of the shape anchor on latent channels 3-5 (0: off; the recorded "
+                             "v3, v3.1 and v3.2 runs use 1.0; on its own, in v1, it gave 0.073 against 0.083 without)")
     parser.add_argument("--vae-perturb", action="store_true",
                         help="train the decoder on noised and blurred latents (perturb_latents), so that "
                              "imprecise latents still decode to clean shapes")
