@@ -30,3 +30,7 @@ class ImageInputError(MixGRPOError, ValueError):
 
 class ModelLoadError(MixGRPOError, OSError):
     """A model folder or weight file that is missing, incomplete or of an unsupported architecture."""
+
+
+class TrainingStopped(MixGRPOError, RuntimeError):
+    """A run that cannot go on: every reward failed, or the updates kept diverging, several times in a row."""

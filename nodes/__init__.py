@@ -5,7 +5,7 @@ calls :mod:`mixgrpo`; ComfyUI's APIs are reached through :mod:`._api` only.
 
 from __future__ import annotations
 
-from ._api import ComfyExtension, folder_paths, io
+from ._api import ComfyExtension, io, register_reward_folders
 from .loaders import LoadMixGRPOModel
 from .monitor import TrainingRunMonitor
 from .sampling import MixGRPOSampler, MixGRPOSchedule
@@ -16,19 +16,11 @@ NODES: list[type[io.ComfyNode]] = [MixGRPOSampler, MixGRPOSchedule, SlidingWindo
                                    LoadMixGRPOModel, TrainingRunMonitor]
 
 
-def register_model_folders() -> None:
-    """``models/reward_models/`` for the reward scorer's weights."""
-    from pathlib import Path
-
-    if "reward_models" not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path("reward_models", str(Path(folder_paths.models_dir) / "reward_models"))
-
-
 class MixGRPOExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return NODES
 
 
 async def comfy_entrypoint() -> MixGRPOExtension:
-    register_model_folders()
+    register_reward_folders()  # models/reward_models/ and extra_model_paths.yaml's, for the core
     return MixGRPOExtension()

@@ -7,15 +7,33 @@ touches this file alone. Nothing here does maths: it adapts ComfyUI's objects to
 from __future__ import annotations
 
 import math
+import os
 
 from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401  (re-exported for the nodes)
 
 import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
-import folder_paths  # noqa: F401
+import folder_paths
+
+from mixgrpo.rewards.weights import add_search_dir
 
 CATEGORY = "MixGRPO"
+REWARD_MODELS = "reward_models"  # ComfyUI's model folder name for reward weights
+
+
+def register_reward_folders() -> list[str]:
+    """Hand every folder ComfyUI knows for ``reward_models`` to the core's weight search.
+
+    ``models/reward_models/`` is added to ComfyUI's folders even when ``extra_model_paths.yaml``
+    named ``reward_models`` first (ComfyUI reads that file before it loads any pack). Called at the
+    entry point and again on every score, so folders another pack adds later are searched too.
+    """
+    folder_paths.add_model_folder_path(REWARD_MODELS, os.path.join(folder_paths.models_dir, REWARD_MODELS))
+    folders = folder_paths.get_folder_paths(REWARD_MODELS)
+    for folder in folders:
+        add_search_dir(folder)
+    return folders
 
 
 class NotAFlowModel(ValueError):

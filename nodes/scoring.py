@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mixgrpo.rewards import load_rewards
+from mixgrpo.rewards import load_rewards, parse_reward_spec
 
-from ._api import CATEGORY, images_to_batch, io, ui
+from ._api import CATEGORY, images_to_batch, io, register_reward_folders, ui
 
 
 class RewardScorer(io.ComfyNode):
@@ -18,12 +18,15 @@ class RewardScorer(io.ComfyNode):
             category=f"{CATEGORY}/rewards",
             is_output_node=True,
             description="Scores images with human-preference or rule rewards (weights from models/reward_models) "
-                        "and returns the batch sorted best-first.",
+                        "or an HTTP judge ('http' at url), and returns the batch sorted best-first.",
             inputs=[
                 io.Image.Input("images"),
                 io.String.Input("prompt", multiline=True, default="a red circle"),
                 io.String.Input("rewards", default="shapes:1",
                                 tooltip="Rewards with weights, e.g. 'hpsv2.1:1,pickscore:1' or 'shapes:1'."),
+                io.String.Input("url", default="", optional=True,
+                                tooltip="The judge of the 'http' reward, e.g. http://127.0.0.1:8000/score: it receives "
+                                        "{prompt, image: base64 PNG} and answers {score}. Unused by other rewards."),
             ],
             outputs=[io.Float.Output(display_name="scores", is_output_list=True),
                      io.Image.Output(display_name="best_first"),
@@ -31,10 +34,13 @@ class RewardScorer(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, prompt, rewards) -> io.NodeOutput:
+    def execute(cls, images, prompt, rewards, url="") -> io.NodeOutput:
+        register_reward_folders()  # reward_models folders added since start-up are searched too
         batch = images_to_batch(images)
         prompts = [prompt] * len(batch)
-        loaded = load_rewards(rewards)
+        url = url.strip()  # a url left in the widget while scoring with other rewards is not an error
+        options = {"http": {"url": url}} if url and "http" in dict(parse_reward_spec(rewards)) else None
+        loaded = load_rewards(rewards, options=options)
         per_reward = {reward.name: reward(batch, prompts).scores.float().cpu() for reward, _ in loaded}
         total_weight = sum(w for _, w in loaded)
         scores = sum(w * per_reward[reward.name] for reward, w in loaded) / total_weight

@@ -97,7 +97,7 @@ def workflows() -> dict[str, tuple[str, list[Node]]]:
     best_of = embedded_sampler(batch=8)
     best_of += [
         Node(11, "MixGRPORewardScorer", (1550, 240), {"prompt": "a red circle above a blue square",
-                                                      "rewards": "shapes:1"}, {"images": (10, 0)}),
+                                                      "rewards": "shapes:1", "url": ""}, {"images": (10, 0)}),
         Node(12, "ImageFromBatch", (1850, 240), {"batch_index": 0, "length": 1}, {"image": (11, 1)}),
         Node(13, "SaveImage", (2100, 240), {"filename_prefix": "mixgrpo_best_of_8"}, {"images": (12, 0)}),
     ]

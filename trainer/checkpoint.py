@@ -5,6 +5,11 @@ parameters by name), ``optimizer.pt`` and ``state.json`` (iteration, prompt curs
 state, metrics so far) plus ``rng.pt``. It is written under a temporary name and renamed into place,
 so a killed run never leaves a half-written checkpoint; only the newest ``keep`` are kept.
 ``.pt`` files are read back with ``torch.load(weights_only=True)``.
+
+A checkpoint can still be damaged after it was written (a full disk, a copy cut short, a bad
+sync between machines). :func:`read_latest_checkpoint` reads the newest one whole, checking the
+safetensors header, every trained weight, the optimizer, RNG and state files, before anything is
+restored, and falls back to the previous one with a warning that names the damaged folder.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from mixgrpo.cli import one_line
+from mixgrpo.errors import ResumeError
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -44,16 +52,85 @@ def save_checkpoint(run_dir: Path, iteration: int, params: dict[str, torch.Tenso
     return final
 
 
-def load_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> dict:
-    """Restore weights and optimizer in place; returns the saved run state."""
-    weights = load_file(str(path / "weights.safetensors"))
-    missing = set(params) - set(weights)
+class CheckpointDamaged(ResumeError):
+    """A checkpoint folder that cannot be restored; the message says which file and why."""
+
+
+STATE_KEYS = ("iteration", "prompt_cursor", "windows", "history")
+
+
+def read_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> dict:
+    """Everything in the checkpoint ``path``, checked against the run's ``params`` and ``optimizer``.
+
+    Returns ``{"weights", "optimizer", "rng", "state"}``; raises :class:`CheckpointDamaged` when a
+    file is missing, unreadable, or does not match (a missing weight, another parameter count).
+    """
+    def damaged(file: str, why: str) -> CheckpointDamaged:
+        return CheckpointDamaged(f"{path / file}: {why}")
+
+    def read(file: str, reader):
+        if not (path / file).is_file():
+            raise damaged(file, "missing")
+        try:
+            return reader(path / file)
+        except Exception as error:  # any failure to parse is damage, whatever the library raises
+            raise damaged(file, f"unreadable ({type(error).__name__}: {one_line(error)[:160]})") from None
+
+    weights = read("weights.safetensors", lambda f: load_file(str(f)))
+    missing = sorted(set(params) - set(weights))
     if missing:
-        raise ValueError(f"checkpoint {path} lacks trained weights {sorted(missing)[:3]}…; "
-                         "was it written by a run with other LoRA / fine-tuning settings?")
+        raise damaged("weights.safetensors", f"lacks {len(missing)} trained weight(s), e.g. {missing[0]}; a run with "
+                                              "other LoRA / fine-tuning settings wrote it, or it was cut short")
+    for name, param in params.items():
+        if weights[name].shape != param.shape:
+            raise damaged("weights.safetensors", f"{name} has shape {tuple(weights[name].shape)}, "
+                                                  f"the model's is {tuple(param.shape)}")
+    saved = read("optimizer.pt", lambda f: torch.load(f, weights_only=True))
+    expected = [len(group["params"]) for group in optimizer.param_groups]
+    found = [len(group.get("params", ())) for group in saved.get("param_groups", ())] if isinstance(saved, dict) else []
+    if found != expected:
+        raise damaged("optimizer.pt", f"holds parameter groups of sizes {found}, the run's are {expected}")
+    rng = read("rng.pt", lambda f: torch.load(f, weights_only=True))
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
+        raise damaged("rng.pt", "holds no torch RNG state")
+    state = read("state.json", lambda f: json.loads(f.read_text()))
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        raise damaged("state.json", f"lacks one of the keys {', '.join(STATE_KEYS)}")
+    return {"weights": weights, "optimizer": saved, "rng": rng["torch"], "state": state}
+
+
+def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optimizer, warn=print) -> dict | None:
+    """The newest checkpoint of ``run_dir`` that reads whole (None when the run has none).
+
+    Each damaged one is reported through ``warn`` and skipped; when every one is damaged, a
+    :class:`CheckpointDamaged` lists them all.
+    """
+    folders = checkpoint_dirs(run_dir)
+    problems = []
+    for folder in reversed(folders):
+        try:
+            content = read_checkpoint(folder, params, optimizer)
+        except CheckpointDamaged as error:
+            problems.append(str(error))
+            warn(f"warning: checkpoint {folder} is damaged ({error}); trying the previous one.")
+            continue
+        return content | {"path": folder}
+    if problems:
+        raise CheckpointDamaged(f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(problems)}. "
+                                f"Start a new run, or restore a good copy of one of these folders.")
+    return None
+
+
+def restore_checkpoint(content: dict, params: dict[str, torch.Tensor], optimizer) -> dict:
+    """Copy what :func:`read_checkpoint` read into the weights, optimizer and RNG; returns the run state."""
     with torch.no_grad():
         for name, param in params.items():
-            param.copy_(weights[name].to(param.device, param.dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
-    return json.loads((path / "state.json").read_text())
+            param.copy_(content["weights"][name].to(param.device, param.dtype))
+    optimizer.load_state_dict(content["optimizer"])
+    torch.set_rng_state(content["rng"])
+    return content["state"]
+
+
+def load_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> dict:
+    """Restore weights and optimizer in place from ``path``; returns the saved run state."""
+    return restore_checkpoint(read_checkpoint(Path(path), params, optimizer), params, optimizer)

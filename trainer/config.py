@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from mixgrpo.cli import add_debug_flag
 from mixgrpo.errors import MixGRPOError
+from mixgrpo.rewards.registry import parse_reward_options
 
 
 class ConfigError(MixGRPOError, ValueError):
@@ -46,17 +49,53 @@ def check_launch(environ=os.environ) -> None:
                 f"that do not fit one device.")
 
 
-def _f(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a number: ``low ≤ x ≤ high``, with open ends where asked; never NaN or ±inf."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        high = "∞)" if self.high == math.inf else f"{self.high:g}{')' if self.high_open else ']'}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0, 1, low_open=True)
+
+
+def _f(default, help: str, valid: Range | None = None, **kw):
+    if valid is not None:
+        help = f"{help} [valid: {valid}]"
+    metadata = {"help": help, "valid": valid, **kw}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def default_of(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 @dataclass
 class TrainConfig:
     # -- model ------------------------------------------------------------------------------
     model: str = _f("embedded", "diffusers FLUX/SD3 folder or hub id; 'embedded' = the shapes model in the repo")
-    resolution: int = _f(128, "image side in pixels (must divide by 16)")
-    lora_rank: int = _f(32, "LoRA rank on the transformer's attention projections")
-    lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank)")
+    resolution: int = _f(128, "image side in pixels (must divide by 16)", Range(16))
+    lora_rank: int = _f(32, "LoRA rank on the transformer's attention projections", AT_LEAST_ONE)
+    lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank)", POSITIVE)
     full_finetune: bool = _f(False, "train every transformer weight instead of a LoRA")
     gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass")
     mixed_precision: str = _f("no", "no | bf16 | fp16 (autocast on GPU; master weights stay fp32)",
@@ -64,65 +103,80 @@ class TrainConfig:
     attention: str = _f("sdpa", "sdpa | xformers (CUDA only)", choices=("sdpa", "xformers"))
     quantize_timesteps: bool = _f(False, "feed the model floor(1000σ)/1000 as the official release does")
     cfg_scale: float = _f(0.0, "classifier-free guidance scale of every rollout (the policy is the guided "
-                               "field); 0 = the model's own (its mixgrpo.json, else 1 = none)")
+                               "field); 0 = the model's own (its mixgrpo.json, else 1 = none)", NON_NEGATIVE)
     # -- algorithm -------------------------------------------------------------------------
     algo: str = _f("mixgrpo", "mixgrpo | flash | flash_star | dancegrpo",
                    choices=("mixgrpo", "flash", "flash_star", "dancegrpo"))
-    window: int = _f(4, "sliding-window size w (SDE steps trained per iteration)")
+    window: int = _f(4, "sliding-window size w (SDE steps trained per iteration)", AT_LEAST_ONE)
     window_strategy: str = _f("progressive", "progressive | frozen | random | decay | exp_decay",
                               choices=("progressive", "frozen", "random", "decay", "exp_decay"))
-    window_start: int = _f(0, "left boundary l of the first window (every window's, when frozen)")
-    shift_interval: int = _f(25, "iterations before the window moves (progressive τ)")
-    stride: int = _f(1, "steps the window moves each time")
-    steps: int = _f(25, "sampling steps T")
-    shift: float = _f(3.0, "time shift s of the σ grid")
-    eta: float = _f(0.0, "SDE noise level η; 0 = the algorithm's default (0.7 flow, 0.3 dance)")
-    compression: float = _f(0.0, "Flash compression r̃ after the window; 0 = the algorithm's default")
+    window_start: int = _f(0, "left boundary l of the first window (every window's, when frozen)", NON_NEGATIVE)
+    shift_interval: int = _f(25, "iterations before the window moves (progressive τ)", AT_LEAST_ONE)
+    stride: int = _f(1, "steps the window moves each time", AT_LEAST_ONE)
+    steps: int = _f(25, "sampling steps T", Range(2))
+    shift: float = _f(3.0, "time shift s of the σ grid", POSITIVE)
+    eta: float = _f(0.0, "SDE noise level η; 0 = the algorithm's default (0.7 flow, 0.3 dance)", Range(0, 10))
+    compression: float = _f(0.0, "Flash compression r̃ after the window; 0 = the algorithm's default", Range(0, 1))
     solver: str = _f("", "ODE solver after the window: euler | dpm2m | dpm2m_heun; '' = the algorithm's default "
                      "(euler for mixgrpo/dancegrpo, dpm2m for flash/flash_star)",
                      choices=("", "euler", "dpm2m", "dpm2m_heun"))
     share_trunk: bool = _f(True, "run the steps before the window once per group (same samples, fewer NFEs); "
                                  "off only to measure what sharing saves")
-    dance_fraction: float = _f(0.6, "DanceGRPO: fraction of the T − 1 steps each sample trains")
-    dance_first: int = _f(0, "DanceGRPO: train the first k steps of every sample instead (25/4*); 0 = random steps")
+    dance_fraction: float = _f(0.6, "DanceGRPO: fraction of the T − 1 steps each sample trains", FRACTION)
+    dance_first: int = _f(0, "DanceGRPO: train the first k steps of every sample instead (25/4*); 0 = random steps",
+                          NON_NEGATIVE)
     # -- GRPO -------------------------------------------------------------------------------
-    group_size: int = _f(8, "samples per prompt (N); all share the initial noise")
-    prompts_per_iter: int = _f(4, "prompt groups per iteration (over all processes)")
-    iterations: int = _f(60, "training iterations")
-    reward: str = _f("shapes", "rewards with weights, e.g. 'shapes' or 'hpsv2.1:1,pickscore:1'")
+    group_size: int = _f(8, "samples per prompt (N); all share the initial noise", Range(2))
+    prompts_per_iter: int = _f(4, "prompt groups per iteration (over all processes)", AT_LEAST_ONE)
+    iterations: int = _f(60, "training iterations", AT_LEAST_ONE)
+    reward: str = _f("shapes", "rewards with weights, e.g. 'shapes' or 'hpsv2.1:1,pickscore:1,http:0.5'")
+    reward_options: dict = _f({}, "options of one reward, as reward.option=value (repeat the flag), e.g. "
+                                  "http.url=http://127.0.0.1:8000/score; in YAML a mapping {http: {url: ...}}",
+                              flag="--reward-option")
+    max_failed_iterations: int = _f(3, "stop after this many consecutive iterations in which every sample's reward "
+                                       "failed (their updates are skipped)", AT_LEAST_ONE)
     advantage_aggregation: str = _f("advantage", "advantage (z-score each reward, then weight) | reward",
                                     choices=("advantage", "reward"))
-    advantage_clip: float = _f(5.0, "clamp advantages to ±this")
-    clip_range: float = _f(1e-4, "PPO clip ε on the per-element-mean log-prob ratio")
-    kl_beta: float = _f(0.0, "KL weight β to the base model (LoRA switched off)")
-    learning_rate: float = _f(3e-4, "AdamW learning rate (paper, FLUX: 1e-5)")
-    weight_decay: float = _f(1e-4, "AdamW weight decay")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm")
-    updates_per_iter: int = _f(2, "optimizer steps per iteration (the samples are split into this many parts)")
-    micro_batch: int = _f(16, "samples per forward/backward pass (gradient accumulation fills a part)")
-    max_nan_updates: int = _f(3, "stop after this many consecutive NaN losses or gradients")
+    advantage_clip: float = _f(5.0, "clamp advantages to ±this", POSITIVE)
+    clip_range: float = _f(1e-4, "PPO clip ε on the per-element-mean log-prob ratio", Range(0, 1, low_open=True, high_open=True))
+    kl_beta: float = _f(0.0, "KL weight β to the base model (LoRA switched off)", NON_NEGATIVE)
+    learning_rate: float = _f(3e-4, "AdamW learning rate (paper, FLUX: 1e-5)", Range(0, 1, low_open=True))
+    weight_decay: float = _f(1e-4, "AdamW weight decay", NON_NEGATIVE)
+    max_grad_norm: float = _f(1.0, "gradient clipping norm", POSITIVE)
+    updates_per_iter: int = _f(2, "optimizer steps per iteration (the samples are split into this many parts)",
+                               AT_LEAST_ONE)
+    micro_batch: int = _f(16, "samples per forward/backward pass (gradient accumulation fills a part)", AT_LEAST_ONE)
+    max_nan_updates: int = _f(3, "stop after this many consecutive NaN losses or gradients", AT_LEAST_ONE)
     # -- data, evaluation, run ---------------------------------------------------------------
     prompts: str = _f("", "text file with one training prompt per line; empty = the shapes train split")
     eval_prompts: str = _f("", "text file of evaluation prompts; empty = the shapes test split")
-    eval_seeds: int = _f(2, "fixed seeds per evaluation prompt")
-    eval_every: int = _f(20, "evaluate (and write a sample grid) every this many iterations; 0 = start/end only")
-    checkpoint_every: int = _f(20, "checkpoint every this many iterations (and at the end)")
-    keep_checkpoints: int = _f(2, "how many checkpoints to keep")
+    eval_seeds: int = _f(2, "fixed seeds per evaluation prompt", AT_LEAST_ONE)
+    eval_every: int = _f(20, "evaluate (and write a sample grid) every this many iterations; 0 = start/end only",
+                         NON_NEGATIVE)
+    checkpoint_every: int = _f(20, "checkpoint every this many iterations (and at the end)", AT_LEAST_ONE)
+    keep_checkpoints: int = _f(2, "how many checkpoints to keep", AT_LEAST_ONE)
     run_dir: str = _f("runs", "parent folder of run folders")
     name: str = _f("", "run name (default: <algo>-<time>)")
     resume: str = _f("", "run folder to resume exactly where its last checkpoint stopped")
     export_comfyui: str = _f("", "ComfyUI folder to copy the result into (models/loras or models/diffusion_models)")
     seed: int = _f(0, "seed of prompts, noise, windows and LoRA init")
-    device: str = _f("auto", "auto | cpu | cuda")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:<index>")
 
     def validate(self) -> None:
+        """Every value in its range and every combination possible, before anything loads."""
         check_launch()
         if self.group_size < 2:
             raise ConfigError(f"group_size must be ≥ 2: GRPO compares samples within a group (got {self.group_size}).")
-        if self.prompts_per_iter < 1 or self.iterations < 1:
-            raise ConfigError("prompts_per_iter and iterations must be ≥ 1.")
         if self.cfg_scale < 0:
             raise ConfigError(f"cfg_scale must be ≥ 0 (0: the model's own, 1: no guidance); got {self.cfg_scale}.")
+        for f in fields(self):
+            valid, value = f.metadata.get("valid"), getattr(self, f.name)
+            if valid is not None and value not in valid:
+                raise ConfigError(f"{f.name} must lie in {valid}, got {value} (--{f.name.replace('_', '-')}).")
+        self.check_window()
+        self.check_files_and_rewards()
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {self.device!r}.")
         if self.resolution % 16:
             raise ConfigError(f"resolution {self.resolution} must divide by 16 (VAE ×8, patch 2).")
         if self.attention == "xformers":
@@ -137,9 +191,28 @@ class TrainConfig:
             raise ConfigError(f"updates_per_iter={self.updates_per_iter} must divide the {samples} samples "
                               "of an iteration (group_size × prompts_per_iter).")
 
+    def check_window(self) -> None:
+        """The window schedule can be built (a window larger than the schedule fails here, not after loading)."""
+        from mixgrpo import WindowSchedule
+
+        WindowSchedule(num_steps=self.steps, size=self.window, strategy=self.window_strategy,
+                       shift_interval=self.shift_interval, stride=self.stride, start=self.window_start, seed=self.seed)
+
+    def check_files_and_rewards(self) -> None:
+        """Prompt files exist; the reward list parses and its options name what each reward takes."""
+        from mixgrpo.rewards.registry import check_reward_options, parse_reward_spec, reward_option_names
+
+        for key in ("prompts", "eval_prompts"):
+            path = getattr(self, key)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{key} file {path} does not exist (a text file with one prompt per line).")
+        for name, _ in parse_reward_spec(self.reward):
+            reward_option_names(name)  # an unknown name fails here, before anything loads
+        check_reward_options(self.reward, self.reward_options)
+
 
 def _field_types() -> dict[str, type]:
-    return {f.name: type(f.default) for f in fields(TrainConfig)}
+    return {f.name: type(default_of(f)) for f in fields(TrainConfig)}
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -157,10 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.run", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", help="YAML file of config keys (flags override it)")
+    add_debug_flag(parser)
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         kwargs = {"help": f.metadata["help"], "default": None, "dest": f.name}
-        if isinstance(f.default, bool):
+        if isinstance(default_of(f), dict):
+            parser.add_argument(flag, action="append", metavar="REWARD.OPTION=VALUE", **kwargs)
+        elif isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
             parser.add_argument(flag, type=type(f.default), choices=f.metadata.get("choices"), **kwargs)
@@ -170,8 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv=None) -> TrainConfig:
     """Defaults, then ``--config`` YAML, then flags; validated."""
     args = vars(build_parser().parse_args(argv))
+    args.pop("debug")
     values = load_yaml(args.pop("config")) if args.get("config") else {}
+    flagged_options = parse_reward_options(args.pop("reward_options") or [])
     values.update({k: v for k, v in args.items() if v is not None})
+    values["reward_options"] = merge_reward_options(values.get("reward_options") or {}, flagged_options)
     types = _field_types()
     try:
         config = TrainConfig(**{k: types[k](v) if types[k] is not bool else bool(v) for k, v in values.items()})
@@ -179,6 +258,16 @@ def parse_config(argv=None) -> TrainConfig:
         raise ConfigError(f"bad config value: {error}") from None
     config.validate()
     return config
+
+
+def merge_reward_options(base: dict, override: dict) -> dict:
+    """Per reward, the flags' options over the YAML file's."""
+    if not isinstance(base, dict):
+        raise ConfigError(f"reward_options must be a mapping of reward: {{option: value}}, got {base!r}.")
+    merged = {name: dict(values) if isinstance(values, dict) else values for name, values in base.items()}
+    for name, values in override.items():
+        merged[name] = {**(merged[name] if isinstance(merged.get(name), dict) else {}), **values}
+    return merged
 
 
 def config_dict(config: TrainConfig) -> dict:

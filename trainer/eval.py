@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 import yaml
 
+from mixgrpo.cli import add_debug_flag, run_command
 from mixgrpo.evaluate import sample_images
 from mixgrpo.plots import save_sample_grid
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import evaluation_prompts
 from .outputs import load_lora_into
 from .run import load_model
@@ -52,17 +54,23 @@ def main(argv=None) -> dict:
     parser.add_argument("run", type=Path, help="run folder written by trainer.run")
     parser.add_argument("--seeds", type=int, default=4, help="fixed seeds per prompt")
     parser.add_argument("--hybrid", type=float, default=0.0, help="also evaluate trained-for-the-first-p hybrid")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     from mixgrpo.rewards import load_rewards
 
+    if not (args.run / "config.yaml").is_file():
+        raise ConfigError(f"{args.run} holds no config.yaml; pass the folder of a run written by trainer.run.")
     cfg = TrainConfig(**yaml.safe_load((args.run / "config.yaml").read_text()))
     if cfg.full_finetune:
-        raise SystemExit("trainer.eval compares a LoRA with its base; for a full fine-tune load "
-                         f"{args.run / 'transformer'} in place of the base transformer.")
+        raise ConfigError("trainer.eval compares a LoRA with its base; for a full fine-tune load "
+                          f"{args.run / 'transformer'} in place of the base transformer.")
+    if not (args.run / "lora" / "pytorch_lora_weights.safetensors").is_file():
+        raise ConfigError(f"{args.run / 'lora'} holds no pytorch_lora_weights.safetensors: the run has not finished. "
+                          f"Resume it first: python -m trainer.run --resume {args.run}")
+    rewards = load_rewards(cfg.reward, options=cfg.reward_options)
     model = load_model(cfg)
     load_lora_into(model, args.run / "lora")
-    rewards = load_rewards(cfg.reward)
     prompts = evaluation_prompts(cfg.eval_prompts)
     sampling = dict(steps=cfg.steps, shift=cfg.shift, resolution=cfg.resolution)
 
@@ -98,4 +106,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

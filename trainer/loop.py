@@ -23,11 +23,12 @@ import warnings
 import torch
 
 from mixgrpo import WindowSchedule, build_plan, dance_train_steps, group_advantages, mixed_rollout, ppo_clip_loss
+from mixgrpo.errors import TrainingStopped
 from mixgrpo.grpo import kl_to_reference
 from mixgrpo.rollout import repeat_batch, select_rows, transition_mean_std
 from mixgrpo.steps import gaussian_log_prob
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 
 class Processes:
@@ -41,7 +42,10 @@ class Processes:
     def __init__(self):
         from accelerate import PartialState
 
-        state = PartialState()
+        import torch
+
+        # without CUDA, a multi-process launch must ask for CPU (gloo) explicitly, or each process runs alone
+        state = PartialState(cpu=not torch.cuda.is_available())
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
         self.is_main = state.is_main_process
 
@@ -64,6 +68,14 @@ class Processes:
                 p.grad = torch.zeros_like(p)
             torch.distributed.all_reduce(p.grad)
             p.grad /= self.world
+
+    def max_int(self, value: int) -> int:
+        """The largest ``value`` over all processes (one all-reduce; every process must call it)."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return int(tensor)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -90,10 +102,11 @@ class Trainer:
                                       start=config.window_start, seed=config.seed)
         self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
         self.nan_updates = 0
+        self.failed_iterations = 0  # consecutive iterations in which every reward failed
         self.processes = Processes()
         samples = config.group_size * config.prompts_per_iter
         if samples % (self.processes.world * config.updates_per_iter):
-            raise ValueError(f"{samples} samples per iteration do not split into {self.processes.world} processes × "
+            raise ConfigError(f"{samples} samples per iteration do not split into {self.processes.world} processes × "
                              f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
                              "updates_per_iter.")
 
@@ -206,15 +219,17 @@ class Trainer:
         weights = {reward.name: w for reward, w in self.rewards}
         adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
         failed = torch.isnan(adv)
-        if failed.any():
-            warnings.warn(f"iteration {iteration}: {int(failed.sum())} sample(s) had no valid reward and are left out.")
+        self.check_failures(failed, iteration)
         reward_s = time.perf_counter() - started - rollout_s
 
-        my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
-        stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
+        if failed.all():
+            stats = {"first_max_abs_log_ratio": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
+        else:
+            my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
+            stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
         self.windows.advance()
         raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
-        return {"iteration": iteration + 1, "window_start": left, "nfe": rollout.nfe,
+        return {"iteration": iteration + 1, "world_size": self.processes.world, "window_start": left, "nfe": rollout.nfe,
                 "network_evals": int(self.processes.gather(torch.tensor([rollout.network_evals],
                                                                         device=self.processes.device)).sum()),
                 "reward": raw,
@@ -223,6 +238,28 @@ class Trainer:
                 "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
                 "update_s": time.perf_counter() - started - rollout_s - reward_s,
                 "seconds": time.perf_counter() - started, **stats}
+
+    def check_failures(self, failed: torch.Tensor, iteration: int) -> None:
+        """Warn about samples whose reward failed; stop after ``max_failed_iterations`` wholly failed iterations.
+
+        A failed sample (NaN reward: the judge timed out, answered 500 or garbage) is left out of its
+        group's statistics. When every sample failed the iteration has nothing to learn from, so its
+        update is skipped; that many in a row means the reward is down, and the run stops.
+        """
+        if not failed.all():
+            self.failed_iterations = 0
+            if failed.any():
+                warnings.warn(f"iteration {iteration + 1}: {int(failed.sum())} of {len(failed)} sample(s) had no "
+                              "valid reward and are left out of their groups.")
+            return
+        self.failed_iterations += 1
+        warnings.warn(f"iteration {iteration + 1}: every sample's reward failed; its update is skipped "
+                      f"({self.failed_iterations} such iteration(s) in a row).")
+        if self.failed_iterations >= self.cfg.max_failed_iterations:
+            raise TrainingStopped(
+                f"every sample's reward failed in {self.failed_iterations} consecutive iterations (max_failed_iterations="
+                f"{self.cfg.max_failed_iterations}); check the reward ({self.cfg.reward}): is its server up and "
+                "answering {'score': number}? Then resume the run.")
 
     def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float) -> dict | None:
         """Back-propagate ``scale ·`` PPO-clip (+ β·KL) loss over the window transitions of the samples ``rows``.
@@ -287,8 +324,9 @@ class Trainer:
                 warnings.warn(f"iteration {iteration}: non-finite gradient norm, update skipped "
                               f"({self.nan_updates} in a row).")
                 if self.nan_updates >= cfg.max_nan_updates:
-                    raise FloatingPointError(f"{self.nan_updates} consecutive non-finite updates: stopping. "
-                                             "Lower the learning rate or check the reward for NaN/inf.")
+                    raise TrainingStopped(f"{self.nan_updates} consecutive non-finite gradient norms (max_nan_updates="
+                                          f"{cfg.max_nan_updates}): lower the learning rate or check the reward for "
+                                          "NaN/inf.")
                 continue
             self.nan_updates = 0
             self.optimizer.step()

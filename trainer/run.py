@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from mixgrpo.cli import run_command
+from mixgrpo.errors import TrainingStopped
+
 from .config import ConfigError, TrainConfig, config_dict, parse_config
 
 
@@ -48,10 +51,15 @@ def setup_run_dir(cfg: TrainConfig) -> tuple[Path, TrainConfig]:
         resumed = TrainConfig(**{**yaml.safe_load(saved.read_text()), "resume": str(run_dir)})
         return run_dir, resumed
     name = cfg.name or f"{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.run_dir) / name
+    return Path(cfg.run_dir) / name, cfg
+
+
+def write_config(cfg: TrainConfig, run_dir: Path) -> None:
+    """A new run's folder and ``config.yaml``, written once everything loaded (a failed start leaves nothing)."""
+    if cfg.resume:
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config_dict(cfg), sort_keys=False))
-    return run_dir, cfg
 
 
 def build(cfg: TrainConfig):
@@ -62,7 +70,7 @@ def build(cfg: TrainConfig):
     from .loop import Trainer
 
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
-    rewards = load_rewards(cfg.reward, device=device)  # fail fast on an unknown reward, before loading the model
+    rewards = load_rewards(cfg.reward, options=cfg.reward_options, device=device)  # fail fast on an unknown reward, before loading the model
     model = load_model(cfg, device)
     torch.manual_seed(cfg.seed)
     if cfg.full_finetune:
@@ -96,10 +104,8 @@ def evaluate_and_grid(trainer, prompts, run_dir: Path, tag: str, writer=None, it
 
 
 def main(argv=None) -> dict:
-    try:
-        cfg = parse_config(argv)
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
+    """Parse, set up the run folder and train; errors propagate (the command's boundary reports them)."""
+    cfg = parse_config(argv)
     if cfg.model == "embedded":  # the embedded model needs no hub: never ask one
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_dir, cfg = setup_run_dir(cfg)
@@ -112,26 +118,37 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
     from mixgrpo.plots import save_sample_grid
     from mixgrpo.plots import plot_training
 
-    from .checkpoint import checkpoint_dirs, load_checkpoint, save_checkpoint
+    from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint
     from .data import PromptSampler, evaluation_prompts
     from .loop import checkpoint_state, trainable_state
     from .outputs import export_to_comfyui, save_lora, save_transformer
+    from .signals import StopRequest
 
     trainer = build(cfg)
     eval_prompts = evaluation_prompts(cfg.eval_prompts)
+    if trainer.processes.is_main:
+        write_config(cfg, run_dir)
+    trainer.processes.barrier()
     sampler = PromptSampler(len(trainer.prompts), cfg.seed)
     named = trainable_state(trainer.model, trainer.params)
     history, evaluations, start = [], [], 0
-    if cfg.resume and checkpoint_dirs(run_dir):
-        state = load_checkpoint(checkpoint_dirs(run_dir)[-1], named, trainer.optimizer)
+    saved = read_latest_checkpoint(run_dir, named, trainer.optimizer) if cfg.resume else None
+    if saved is not None:
+        state = restore_checkpoint(saved, named, trainer.optimizer)
         start, sampler.cursor = state["iteration"], state["prompt_cursor"]
         trainer.windows.load_state_dict(state["windows"])
         history, evaluations = state["history"], state.get("evaluations", [])
         # rows written after that checkpoint belong to the killed attempt: start from the checkpoint's
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-        print(f"resumed {run_dir} at iteration {start}", flush=True)
+        print(f"resumed {run_dir} at iteration {start} from {saved['path'].name}", flush=True)
     main_process = trainer.processes.is_main  # only the main process evaluates and writes files
     writer = _tensorboard(run_dir) if main_process else None
+
+    def checkpoint(done: int) -> None:
+        if main_process:
+            save_checkpoint(run_dir, done, named, trainer.optimizer,
+                            checkpoint_state(trainer, done, sampler.cursor, history) | {"evaluations": evaluations},
+                            keep=cfg.keep_checkpoints)
 
     if start == 0 and main_process:
         before = evaluate_and_grid(trainer, eval_prompts, run_dir, "iter-000000", writer, 0)
@@ -140,27 +157,33 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
     metrics_file = (run_dir / "metrics.jsonl").open("a") if main_process else None
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=ALGO_NAMES[cfg.algo], unit="it",
                disable=not main_process)
-    for iteration in bar:
-        record = trainer.iteration(iteration, sampler.take(cfg.prompts_per_iter))
-        history.append(record)
-        if not main_process:
-            continue
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        if writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)):
-                    writer.add_scalar(f"train/{key}", value, record["iteration"])
-        bar.set_postfix(reward=f"{record['reward_mean']:.3f}", window=record["window_start"],
-                        s_it=f"{record['seconds']:.1f}")
-        done = iteration + 1
-        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
-            report = evaluate_and_grid(trainer, eval_prompts, run_dir, f"iter-{done:06d}", writer, done)
-            evaluations.append({k: v for k, v in report.items() if k != "_images"})
-        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-            save_checkpoint(run_dir, done, named, trainer.optimizer,
-                            checkpoint_state(trainer, done, sampler.cursor, history) | {"evaluations": evaluations},
-                            keep=cfg.keep_checkpoints)
+    with StopRequest() as stop:
+        for iteration in bar:
+            cursor = sampler.cursor
+            try:
+                record = trainer.iteration(iteration, sampler.take(cfg.prompts_per_iter))
+            except TrainingStopped as error:  # checkpoint before this iteration, so a resumed run repeats it
+                sampler.cursor = cursor
+                checkpoint(iteration)
+                raise TrainingStopped(f"{error} Checkpoint written at iteration {iteration}; resume with: "
+                                      f"python -m trainer.run --resume {run_dir}") from None
+            history.append(record)
+            done = iteration + 1
+            if main_process:
+                log_iteration(record, metrics_file, writer, bar)
+                if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
+                    report = evaluate_and_grid(trainer, eval_prompts, run_dir, f"iter-{done:06d}", writer, done)
+                    evaluations.append({k: v for k, v in report.items() if k != "_images"})
+            signum = stop.agreed(trainer.processes)
+            if signum or done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                checkpoint(done)
+            if signum:
+                bar.close()
+                trainer.processes.barrier()
+                raise stop.exit(signum, done, run_dir, announce=main_process)
+        signum = stop.agreed(trainer.processes)  # a signal during the last iteration's checkpoint
+        if signum:
+            raise stop.exit(signum, cfg.iterations, run_dir, announce=main_process)
     trainer.processes.barrier()
     if not main_process:
         return {}
@@ -191,6 +214,17 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
     return summary
 
 
+def log_iteration(record: dict, metrics_file, writer, bar) -> None:
+    """One row of ``metrics.jsonl``, its TensorBoard scalars and the progress bar's figures."""
+    metrics_file.write(json.dumps(record) + "\n")
+    metrics_file.flush()
+    if writer is not None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)):
+                writer.add_scalar(f"train/{key}", value, record["iteration"])
+    bar.set_postfix(reward=f"{record['reward_mean']:.3f}", window=record["window_start"], s_it=f"{record['seconds']:.1f}")
+
+
 def _tensorboard(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -201,4 +235,4 @@ def _tensorboard(run_dir: Path):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -1,11 +1,12 @@
 """Reward registry shared by the trainer and the ComfyUI scorer node.
 
-``load_rewards("shapes:1,http:0.5", url=...)`` returns ``(reward, weight)`` pairs; each reward maps
+``load_rewards("shapes:1,http:0.5", options={"http": {"url": ...}})`` returns ``(reward, weight)`` pairs; each reward maps
 images ``[B, 3, H, W]`` in [0, 1] and their prompts to float32 scores, NaN where scoring failed.
 """
 
 from .base import Normalization, Reward, RewardResult
-from .registry import RewardSpecError, available_rewards, get_reward, load_rewards, parse_reward_spec, register
+from .registry import (RewardSpecError, available_rewards, get_reward, load_rewards, parse_reward_options,
+                       parse_reward_spec, register, reward_option_names)
 
 __all__ = ["Normalization", "Reward", "RewardResult", "RewardSpecError", "available_rewards", "get_reward",
-           "load_rewards", "parse_reward_spec", "register"]
+           "load_rewards", "parse_reward_options", "parse_reward_spec", "register", "reward_option_names"]

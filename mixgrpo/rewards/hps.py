@@ -16,6 +16,8 @@ already padded input buffer.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -177,5 +179,5 @@ def encode_text_causal(model, tokens: Tensor) -> Tensor:
     return F.normalize(x, dim=-1)
 
 
-register("hpsv2")(lambda **options: HPS(version="v2.0", **options))
-register("hpsv2.1")(lambda **options: HPS(version="v2.1", **options))
+register("hpsv2")(functools.partial(HPS, version="v2.0"))
+register("hpsv2.1")(functools.partial(HPS, version="v2.1"))

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .base import Reward, RewardResult
-from .registry import register
+from .registry import RewardSpecError, register
 
 
 class RewardServerError(Exception):
@@ -57,7 +57,10 @@ class HTTPReward(Reward):
     def __init__(self, url: str | None = None, timeout: float = 30.0, retries: int = 2, concurrency: int = 8,
                  backoff: float = 0.1, **_unused):
         if not url:
-            raise ValueError("the http reward needs a url, e.g. load_rewards('http', url='http://127.0.0.1:8000/score').")
+            raise RewardSpecError(
+                "the http reward needs the url of its judge: --reward-option http.url=http://127.0.0.1:8000/score "
+                "(trainer), a 'reward_options: {http: {url: ...}}' mapping (YAML config), the Reward Scorer's url "
+                "input (ComfyUI), or load_rewards('http', options={'http': {'url': ...}}) (Python).")
         self.url, self.timeout, self.retries = url, timeout, retries
         self.concurrency, self.backoff = max(1, concurrency), backoff
 

@@ -1,12 +1,20 @@
-"""Rewards by name, with weights: ``"hpsv2.1:1,pickscore:1,shapes:0.5"``.
+"""Rewards by name, with weights: ``"hpsv2.1:1,pickscore:1,shapes:0.5"``, and options per reward.
 
 Each reward class registers a factory under its name. :func:`load_rewards` parses a spec, builds
 each reward once per process (cached by name and options) and returns ``(reward, weight)`` pairs.
+
+Options that belong to one reward (the judge's ``url``, a checkpoint path) travel as a mapping
+``{"http": {"url": "http://127.0.0.1:8000/score", "timeout": 5}}``. On a command line each is one
+``reward.option=value`` item (:func:`parse_reward_options`); the value is read as YAML, so numbers
+and booleans come out typed and a URL stays a string.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
+
+import yaml
 
 from ..errors import MixGRPOError
 
@@ -51,6 +59,48 @@ def parse_reward_spec(spec: str) -> list[tuple[str, float]]:
     return pairs
 
 
+def parse_reward_options(items: list[str] | tuple[str, ...]) -> dict[str, dict]:
+    """``["http.url=http://h:8000/score", "http.timeout=5"]`` → ``{"http": {"url": "http://h:8000/score", "timeout": 5}}``."""
+    options: dict[str, dict] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        reward, dot, option = key.strip().partition(".")
+        if not equals or not dot or not reward or not option:
+            raise RewardSpecError(f"reward option {item!r} must read reward.option=value, "
+                                  "e.g. http.url=http://127.0.0.1:8000/score.")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        options.setdefault(reward, {})[option.strip()] = value if isinstance(parsed, (dict, list)) else parsed
+    return options
+
+
+def reward_option_names(name: str) -> list[str]:
+    """The options the reward ``name`` takes (its factory's keyword parameters)."""
+    _import_builtin()
+    if name not in _FACTORIES:
+        raise RewardSpecError(f"unknown reward {name!r}; available: {', '.join(sorted(_FACTORIES))}.")
+    parameters = inspect.signature(_FACTORIES[name]).parameters.values()
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_reward_options(spec: str, options: dict[str, dict]) -> None:
+    """Every option names a reward of ``spec`` and a parameter that reward takes."""
+    named = [name for name, _ in parse_reward_spec(spec)]
+    for reward, values in options.items():
+        if reward not in named:
+            raise RewardSpecError(f"option(s) {sorted(values)} are for reward {reward!r}, which the reward list "
+                                  f"{spec!r} does not name; add it, e.g. '{spec},{reward}:1'.")
+        if not isinstance(values, dict):
+            raise RewardSpecError(f"options of reward {reward!r} must be a mapping of option: value, got {values!r}.")
+        known = reward_option_names(reward)
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise RewardSpecError(f"reward {reward!r} has no option {', '.join(map(repr, unknown))}; "
+                                  f"its options: {', '.join(known)}.")
+
+
 def get_reward(name: str, **options):
     """The reward ``name`` built with ``options`` (cached: a model loads once per process)."""
     _import_builtin()
@@ -62,9 +112,15 @@ def get_reward(name: str, **options):
     return _CACHE[key]
 
 
-def load_rewards(spec: str, **options) -> list[tuple[object, float]]:
-    """Parse ``spec`` and build every reward in it; ``options`` go to each reward's constructor."""
-    return [(get_reward(name, **options), weight) for name, weight in parse_reward_spec(spec)]
+def load_rewards(spec: str, options: dict[str, dict] | None = None, **common) -> list[tuple[object, float]]:
+    """Parse ``spec`` and build every reward in it.
+
+    ``options[name]`` go to the reward ``name`` only (checked against what it takes); ``common``
+    (e.g. ``device``) go to every reward's constructor.
+    """
+    options = options or {}
+    check_reward_options(spec, options)
+    return [(get_reward(name, **{**common, **options.get(name, {})}), weight) for name, weight in parse_reward_spec(spec)]
 
 
 def _import_builtin() -> None:

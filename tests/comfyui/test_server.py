@@ -1,5 +1,10 @@
 """The node pack in a real ComfyUI server: registration, API prompts, outputs and node errors."""
 
+import base64
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +69,8 @@ def test_pack_imports_and_every_node_is_registered(server):
     assert ours and not any("IMPORT FAILED" in line or "Cannot import" in line for line in ours), ours
     assert all(info[n]["category"].startswith("MixGRPO/") for n in OUR_NODES)
     assert info["MixGRPOSampler"]["output"] == ["SAMPLER"]
+    url = info["MixGRPORewardScorer"]["input"]["optional"]["url"]
+    assert url[0] == "STRING" and url[1]["default"] == ""
     assert "reward_models" in server.get("/models")
 
 
@@ -106,7 +113,9 @@ def test_bad_inputs_are_node_errors_and_the_server_keeps_serving(server):
     missing["12"]["inputs"]["rewards"] = "hpsv2.1:1"
     entry = server.run_prompt(missing)
     assert entry["status"]["status_str"] == "error"
-    assert "reward_models" in str(entry["status"]["messages"])  # says where to put the weights
+    message = str(entry["status"]["messages"])
+    # the core searched ComfyUI's models/reward_models/ (not just a hint naming the folder)
+    assert str(server.base / "models" / "reward_models" / "HPS_v2.1_compressed.pt") in message, message
     non_flow = sampler_prompt()  # ComfyUI's own ModelSamplingDiscrete node turns the model into an EPS model
     non_flow["13"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "eps",
                                                                         "zsnr": False}}
@@ -116,3 +125,67 @@ def test_bad_inputs_are_node_errors_and_the_server_keeps_serving(server):
     assert "needs a flow-matching model" in str(entry["status"]["messages"])
     entry = server.run_prompt(sampler_prompt(seed=9))
     assert entry["status"]["status_str"] == "success"
+
+
+@pytest.fixture
+def judge():
+    """An HTTP reward judge on 127.0.0.1 (mixgrpo/rewards/http.py contract): score = mean red channel in [0, 1]."""
+    seen = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))).convert("RGB"), dtype=np.float64)
+            score = rgb[..., 0].mean() / 255
+            seen.append((body["prompt"], score))
+            answer = json.dumps({"score": score}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{http.server_address[1]}/score", seen
+    http.shutdown()
+    http.server_close()
+
+
+def judged_prompt(url, rewards="http:1", colours=(0x3250FA, 0xC81E1E)):
+    """Two solid 32×32 images scored by the Reward Scorer; its best-first batch is saved."""
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": colours[0]}},
+            "2": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": colours[1]}},
+            "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+            "4": {"class_type": "MixGRPORewardScorer", "inputs": {"images": ["3", 0], "prompt": "a red circle",
+                                                                   "rewards": rewards, "url": url}},
+            "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 1], "filename_prefix": "judged"}}}
+
+
+def summary_scores(entry, node="4") -> dict[int, float]:
+    """Image index → score from the Reward Scorer's summary ("#1: image 1  score 0.7843  http 0.7843")."""
+    lines = entry["outputs"][node]["text"][0].splitlines()[1:]
+    return {int(line.split("image ")[1].split()[0]): float(line.split("score ")[1].split()[0]) for line in lines}
+
+
+def test_http_reward_scores_with_the_judge_at_the_url_input(server, judge):
+    url, seen = judge
+    entry = server.run_prompt(judged_prompt(url))
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert sorted(p for p, _ in seen) == ["a red circle"] * 2  # one request per image, with the prompt
+    judged = sorted(score for _, score in seen)
+    assert np.allclose(judged, [0x32 / 255, 0xC8 / 255])  # the judge read the images the node sent
+    scores = summary_scores(entry)
+    assert np.allclose([scores[0], scores[1]], [0x32 / 255, 0xC8 / 255], atol=1e-4), scores  # the judge's values
+    best = saved_images(server, entry, "5")
+    assert len(best) == 2 and best[0][..., 0].mean() > best[1][..., 0].mean()  # the redder image first
+
+    ignored = server.run_prompt(judged_prompt(url, rewards="shapes:1"))  # a url left set is unused by other rewards
+    assert ignored["status"]["status_str"] == "success", ignored["status"]
+    assert len(seen) == 2
+    no_url = server.run_prompt(judged_prompt("", colours=(0x102030, 0x405060)))
+    assert no_url["status"]["status_str"] == "error"
+    assert "url input" in str(no_url["status"]["messages"])  # the error says where the url goes

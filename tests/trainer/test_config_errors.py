@@ -25,8 +25,8 @@ def test_defaults_flags_and_yaml_layering(tmp_path):
 
 def test_help_documents_every_field():
     text = build_parser().format_help()
-    for name in TrainConfig.__dataclass_fields__:
-        assert "--" + name.replace("_", "-") in text
+    for name, f in TrainConfig.__dataclass_fields__.items():
+        assert (f.metadata.get("flag") or "--" + name.replace("_", "-")) in text
 
 
 def test_unknown_yaml_key(tmp_path):

@@ -1,0 +1,132 @@
+"""SIGINT and SIGTERM finish the iteration, write a checkpoint and exit 130 / 143; the resumed run equals the straight one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import small_run
+from trainer.run import main
+
+pytestmark = pytest.mark.trainer
+REPO = Path(__file__).resolve().parents[2]
+TIMING = {"seconds", "rollout_s", "reward_s", "update_s"}
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def _flags(root: Path) -> list[str]:
+    (root / "eval.txt").write_text("a red circle\na blue square\n")  # a short evaluation keeps the test quick
+    return small_run(root, iterations=4, checkpoint_every=3, eval_prompts=root / "eval.txt")[:-2]
+
+
+def _wait_for_rows(run: Path, rows: int, process, deadline_s: float = 300) -> None:
+    deadline = time.time() + deadline_s
+    while time.time() < deadline and process.poll() is None:
+        file = run / "metrics.jsonl"
+        if file.is_file() and len(file.read_text().splitlines()) >= rows:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run did not reach iteration {rows}")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    root = tmp_path_factory.mktemp("straight")
+    main(_flags(root) + ["--name", "straight"])
+    return root / "runs" / "straight"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_and_resume_equals_the_straight_run(tmp_path, straight, signum):
+    run = tmp_path / "runs" / "stopped"
+    process = subprocess.Popen([sys.executable, "-m", "trainer.run", *_flags(tmp_path), "--name", "stopped"],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run, 1, process)
+    process.send_signal(signum)
+    err = process.communicate(timeout=300)[1]
+    assert process.returncode == 128 + signum, err[-2000:]
+    said = [line for line in err.splitlines() if line.startswith("interrupted at iteration ")]
+    assert len(said) == 1 and said[0].endswith(f"; resume with: python -m trainer.run --resume {run}"), err[-2000:]
+    last = said[0]
+    stopped_at = int(last.split()[3].rstrip(";"))
+    assert 1 <= stopped_at < 4 and "Traceback" not in err
+    checkpoint = run / "checkpoints" / f"iter-{stopped_at:06d}"
+    assert json.loads((checkpoint / "state.json").read_text())["iteration"] == stopped_at
+    assert len(_metrics(run)) == stopped_at and not (run / "lora").exists()
+
+    main(["--resume", str(run)])
+    a, b = _metrics(straight), _metrics(run)
+    assert [r["iteration"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        assert ra["window_start"] == rb["window_start"]
+        assert ra["reward_mean"] == pytest.approx(rb["reward_mean"], abs=1e-6)
+        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4, abs=1e-7)
+    wa = load_file(str(straight / "lora" / "pytorch_lora_weights.safetensors"))
+    wb = load_file(str(run / "lora" / "pytorch_lora_weights.safetensors"))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
+
+
+def test_a_second_signal_exits_at_once_and_a_forwarded_one_does_not():
+    code = textwrap.dedent("""
+        import os, signal, time
+        from trainer.signals import StopRequest
+        with StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)  # what a launcher forwards right after the terminal's Ctrl-C
+            time.sleep(0.1)
+            print("first", stop.signum, flush=True)
+            time.sleep(2.1)
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again
+            time.sleep(5)
+            print("not reached", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["first", str(int(signal.SIGINT))]
+    assert done.returncode == 130 and "SIGINT again: exiting now, without a checkpoint" in done.stderr
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the worker of ``rank`` started by the launcher (read from /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"trainer.run" in cmdline and f"RANK={rank}".encode() in environ and int(entry.name) != launcher_pid:
+            return int(entry.name)
+    return None
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
+    run = tmp_path / "runs" / "two"
+    launcher = subprocess.Popen([*LAUNCH, "-m", "trainer.run", *_flags(tmp_path), "--name", "two"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run, 1, launcher)
+    worker = _rank_pid(launcher.pid, 1)
+    assert worker is not None, "no worker of rank 1: the launch did not start two processes"
+    os.kill(worker, signal.SIGTERM)  # rank 0 never sees a signal: the ranks must agree
+    err = launcher.communicate(timeout=300)[1]  # returns: no rank hangs
+    assert launcher.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("interrupted at iteration ")]
+    assert len(lines) == 1, err[-3000:]  # said once, by the main process
+    stopped_at = int(lines[0].split()[3].rstrip(";"))
+    rows = _metrics(run)
+    assert len(rows) == stopped_at and {r["world_size"] for r in rows} == {2}
+    state = json.loads((run / "checkpoints" / f"iter-{stopped_at:06d}" / "state.json").read_text())
+    assert state["iteration"] == stopped_at
