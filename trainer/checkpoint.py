@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -99,7 +100,11 @@ def read_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> d
     return {"weights": weights, "optimizer": saved, "rng": rng["torch"], "state": state}
 
 
-def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optimizer, warn=print) -> dict | None:
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optimizer, warn=_warn) -> dict | None:
     """The newest checkpoint of ``run_dir`` that reads whole (None when the run has none).
 
     Each damaged one is reported through ``warn`` and skipped; when every one is damaged, a

@@ -1,0 +1,101 @@
+"""``--resume`` reads the newest checkpoint whole and falls back to the previous good one when it is damaged."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import small_run
+from mixgrpo.cli import run_command
+from trainer.checkpoint import CheckpointDamaged, read_latest_checkpoint, save_checkpoint
+from trainer.run import main
+
+pytestmark = pytest.mark.trainer
+TIMING = {"seconds", "rollout_s", "reward_s", "update_s"}
+
+
+def _run_with_two_checkpoints(root: Path):
+    """A tiny model's parameters and AdamW, checkpointed at iterations 1 and 2."""
+    torch.manual_seed(0)
+    params = {"a.weight": torch.nn.Parameter(torch.randn(4, 3)), "b.bias": torch.nn.Parameter(torch.randn(5))}
+    optimizer = torch.optim.AdamW(params.values(), lr=1e-3)
+    for iteration in (1, 2):
+        sum(p.square().sum() for p in params.values()).backward()
+        optimizer.step()
+        save_checkpoint(root, iteration, params, optimizer, {"iteration": iteration, "prompt_cursor": 2 * iteration,
+                                                             "windows": {}, "history": []})
+    return params, optimizer
+
+
+def _truncate(path: Path, keep: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+DAMAGE = {
+    "header cut": lambda c: _truncate(c / "weights.safetensors", 5),
+    "tensor data cut": lambda c: _truncate(c / "weights.safetensors", os.path.getsize(c / "weights.safetensors") - 8),
+    "weights deleted": lambda c: (c / "weights.safetensors").unlink(),
+    "optimizer garbage": lambda c: (c / "optimizer.pt").write_bytes(b"\x00" * 64),
+    "optimizer cut": lambda c: _truncate(c / "optimizer.pt", 100),
+    "rng deleted": lambda c: (c / "rng.pt").unlink(),
+    "state cut": lambda c: _truncate(c / "state.json", 10),
+    "state without keys": lambda c: (c / "state.json").write_text("{}"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_each_kind_of_damage_falls_back_with_a_warning_naming_the_folder(tmp_path, damage):
+    params, optimizer = _run_with_two_checkpoints(tmp_path)
+    newest = tmp_path / "checkpoints" / "iter-000002"
+    DAMAGE[damage](newest)
+    warnings = []
+    content = read_latest_checkpoint(tmp_path, params, optimizer, warn=warnings.append)
+    assert content["path"].name == "iter-000001" and content["state"]["prompt_cursor"] == 2
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: checkpoint {newest} is damaged (")
+
+
+def test_a_missing_weight_is_damage(tmp_path):
+    params, optimizer = _run_with_two_checkpoints(tmp_path)
+    bigger = {**params, "c.weight": torch.nn.Parameter(torch.zeros(2))}
+    with pytest.raises(CheckpointDamaged, match=r"no usable checkpoint .*lacks 1 trained weight\(s\), e.g. c.weight"):
+        read_latest_checkpoint(tmp_path, bigger, torch.optim.AdamW(bigger.values()), warn=lambda _: None)
+
+
+def test_no_good_checkpoint_is_one_line(tmp_path, capsys):
+    flags = small_run(tmp_path, iterations=1, checkpoint_every=1)
+    (tmp_path / "eval.txt").write_text("a red circle\n")
+    main(flags + ["--eval-prompts", str(tmp_path / "eval.txt")])
+    run = tmp_path / "runs" / "run"
+    _truncate(run / "checkpoints" / "iter-000001" / "weights.safetensors", 3)
+    assert run_command(main, ["--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: no usable checkpoint in {run / 'checkpoints'}: ")
+    assert "weights.safetensors: unreadable" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_resume_past_a_truncated_checkpoint_equals_the_straight_run(tmp_path, capsys):
+    (tmp_path / "eval.txt").write_text("a red circle\na blue square\n")
+    flags = small_run(tmp_path, iterations=4, checkpoint_every=2, eval_prompts=tmp_path / "eval.txt")
+    main(flags)
+    run = tmp_path / "runs" / "run"
+    straight = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lora = (run / "lora" / "pytorch_lora_weights.safetensors").read_bytes()
+    _truncate(run / "checkpoints" / "iter-000004" / "weights.safetensors", 1000)
+    capsys.readouterr()
+    main(["--resume", str(run)])
+    said = capsys.readouterr()
+    assert f"warning: checkpoint {run / 'checkpoints' / 'iter-000004'} is damaged" in said.err
+    assert f"resumed {run} at iteration 2 from iter-000002" in said.out
+    again = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+             for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in again] == [1, 2, 3, 4]
+    for a, b in zip(straight, again):
+        assert a["reward_mean"] == pytest.approx(b["reward_mean"], abs=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4, abs=1e-7)
+    from safetensors.torch import load, load_file
+    before, after = load(lora), load_file(str(run / "lora" / "pytorch_lora_weights.safetensors"))
+    assert max((before[k] - after[k]).abs().max().item() for k in before) <= 1e-6
