@@ -51,6 +51,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from mixgrpo.cli import add_debug_flag, run_command
+
 from .trainer_runs import embedded_model_info, machine_info, run_name, run_row, summarise, write_eval_prompts
 
 SOLVER_LABELS = {"euler": "Euler (1st order)", "dpm2m": "DPM-Solver++ 2M midpoint", "dpm2m_heun": "DPM-Solver++ 2M Heun"}
@@ -264,6 +266,7 @@ def main(argv=None) -> dict:
     parser = build_parser()
     if "--quick" in argv:
         parser.set_defaults(**QUICK)  # flags given explicitly still win
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     started = time.time()
     rows = ablation_rows(args)
@@ -290,4 +293,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

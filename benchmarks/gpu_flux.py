@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from mixgrpo.cli import add_debug_flag, run_command
+
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 ROWS = (("DanceGRPO 25/14", "dancegrpo"), ("MixGRPO", "mixgrpo"), ("MixGRPO-Flash*", "flash_star"))
 PRESETS = {
@@ -188,6 +190,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--micro-batch", type=int, default=12, help="samples per forward/backward in the update")
     parser.add_argument("--cudnn-attention", action="store_true", help="allow PyTorch's cuDNN SDPA backend")
     parser.add_argument("--out", type=Path, default=None, help="write a Markdown table (and .json beside it)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     rows = run(args)
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
@@ -205,4 +208,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

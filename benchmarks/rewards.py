@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from mixgrpo.cli import add_debug_flag, run_command
 from mixgrpo.rewards.clip_scores import CLIPScore, PickScore
 from mixgrpo.rewards.hps import HPS
 from mixgrpo.rewards.image_reward import ImageReward
@@ -71,6 +72,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full-size", action="store_true", help="add ViT-H-14 HPS with random weights (GPU)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
@@ -142,4 +144,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from mixgrpo import WindowSchedule, build_plan, dance_train_steps, mixed_rollout
+from mixgrpo.cli import add_debug_flag, run_command
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -151,6 +153,7 @@ def main(argv=None):
     parser.add_argument("--latent", type=int, default=16, help="latent side length (16 = 128² image)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for rollout.md and rollout.json")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     rows = run(args)
@@ -167,4 +170,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

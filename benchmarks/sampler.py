@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from mixgrpo.cli import add_debug_flag, run_command
+
 REPO = Path(__file__).resolve().parents[1]
 
 CODE = """
@@ -92,6 +94,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     rows = run(args.repeats, args.steps, args.batch, args.threads)
     table = to_markdown(rows, args)
@@ -103,4 +106,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

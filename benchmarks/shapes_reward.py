@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from mixgrpo.cli import add_debug_flag, run_command
 from mixgrpo.shapes import (
     derangement,
     CATEGORIES,
@@ -115,6 +117,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64, help="images per timed reward call")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (median)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for shapes_reward.md and .json")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     result = run(args)
@@ -128,4 +131,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mixgrpo.cli import add_debug_flag, run_command
 
 from .trainer_runs import plot_curves, run_row, summarise, time_to_reach, write_eval_prompts
 
@@ -62,6 +65,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--eval-seeds", type=int, default=1)
     parser.add_argument("--rows", nargs="+", default=None, help="row labels to run (default: all six)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     started = time.time()
@@ -85,4 +89,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

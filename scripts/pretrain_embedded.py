@@ -65,11 +65,14 @@ import torchvision.transforms.functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mixgrpo.cli import add_debug_flag, run_command  # noqa: E402
+from mixgrpo.errors import ModelLoadError  # noqa: E402
 from mixgrpo.models.embedded import (  # noqa: E402
     ARCHITECTURE,
     EMBEDDED_DIR,
     MAX_SEQUENCE_LENGTH,
     RESOLUTION,
+    SETTINGS_FILE,
     SHIFT,
     read_settings,
     write_settings,
@@ -459,6 +462,7 @@ def main(argv=None) -> None:
                             help="architecture (default: the shipped model's)")
     parser.add_argument("--device", default="cpu", help="cpu for the recorded run; cuda to explore recipes")
     parser.add_argument("--eval-seeds", type=int, default=4, help="samples per test prompt in the evaluation")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.vae_semantic and args.vae_shape_anchor <= 0:
         parser.error("--vae-semantic keeps only the anchored channels: it needs --vae-shape-anchor > 0 "
@@ -472,6 +476,9 @@ def main(argv=None) -> None:
     words = sorted({w for p in prompts + test_prompts() for w in p.split()})
     arch = dataclasses.replace(ARCHITECTURE, **{f: getattr(args, f) for f in ARCHITECTURE_FLAGS})
     base = read_settings(args.finetune_from) if args.finetune_from else None
+    if base is not None and "architecture" not in base:
+        raise ModelLoadError(f"--finetune-from {args.finetune_from}: no {SETTINGS_FILE} with an architecture there; "
+                             "pass a folder this script wrote (e.g. the embedded model's).")
     if base is not None:
         from diffusers import FluxPipeline
 
@@ -508,6 +515,9 @@ def main(argv=None) -> None:
         train_seconds += base["pretrain"]["seconds"]
 
     args.out.mkdir(parents=True, exist_ok=True)
+    # the training shift, fixed: a plain FluxPipeline then samples as trained (no resolution-dependent μ)
+    pipe.register_modules(scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config, shift=SHIFT,
+                                                                     use_dynamic_shifting=False))
     pipe.to("cpu").save_pretrained(str(args.out))
     pretrain = {"command": command,
                 "seconds": round(train_seconds), "device": args.device, "parameters": n_params,
@@ -527,4 +537,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

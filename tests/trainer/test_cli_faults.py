@@ -80,3 +80,14 @@ def test_the_real_command_exits_2_and_debug_shows_the_traceback(tmp_path):
         "σ = 0, is never trained). Lower --window or raise --steps."]
     debug = subprocess.run(argv + ["--debug"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "ScheduleError" in debug.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["scripts/pretrain_embedded.py", "--finetune-from", "/missing/model"],
+     "error: --finetune-from /missing/model: no mixgrpo.json with an architecture there"),
+    (["-m", "trainer.eval", "/missing/run"], "error: /missing/run holds no config.yaml"),
+])
+def test_other_commands_share_the_boundary(tmp_path, argv, expected):
+    done = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().startswith(expected), done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1
