@@ -44,7 +44,7 @@ class RewardScorer(io.ComfyNode):
         per_reward = {reward.name: reward(batch, prompts).scores.float().cpu() for reward, _ in loaded}
         total_weight = sum(w for _, w in loaded)
         scores = sum(w * per_reward[reward.name] for reward, w in loaded) / total_weight
-        order = torch.argsort(scores, descending=True)
+        order = torch.argsort(torch.nan_to_num(scores, nan=-torch.inf), descending=True)  # failed scores last
         lines = [f"#{rank + 1}: image {int(i)}  score {scores[i]:.4f}  " +
                  "  ".join(f"{name} {values[i]:.4f}" for name, values in per_reward.items())
                  for rank, i in enumerate(order)]
