@@ -10,21 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
-from conftest import small_run
+from conftest import assert_same_run, run_metrics, small_run
 from trainer.run import main
 
 pytestmark = pytest.mark.trainer
 REPO = Path(__file__).resolve().parents[2]
-TIMING = {"seconds", "rollout_s", "reward_s", "update_s"}
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-
-
-def _metrics(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
 def _flags(root: Path) -> list[str]:
@@ -65,18 +57,10 @@ def test_signal_checkpoints_and_resume_equals_the_straight_run(tmp_path, straigh
     assert 1 <= stopped_at < 4 and "Traceback" not in err
     checkpoint = run / "checkpoints" / f"iter-{stopped_at:06d}"
     assert json.loads((checkpoint / "state.json").read_text())["iteration"] == stopped_at
-    assert len(_metrics(run)) == stopped_at and not (run / "lora").exists()
+    assert len(run_metrics(run)) == stopped_at and not (run / "lora").exists()
 
     main(["--resume", str(run)])
-    a, b = _metrics(straight), _metrics(run)
-    assert [r["iteration"] for r in b] == [1, 2, 3, 4]
-    for ra, rb in zip(a, b):
-        assert ra["window_start"] == rb["window_start"]
-        assert ra["reward_mean"] == pytest.approx(rb["reward_mean"], abs=1e-6)
-        assert ra["grad_norm"] == pytest.approx(rb["grad_norm"], rel=1e-4, abs=1e-7)
-    wa = load_file(str(straight / "lora" / "pytorch_lora_weights.safetensors"))
-    wb = load_file(str(run / "lora" / "pytorch_lora_weights.safetensors"))
-    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
+    assert_same_run(straight, run, 4)
 
 
 def test_a_second_signal_exits_at_once_and_a_forwarded_one_does_not():
@@ -126,7 +110,7 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("interrupted at iteration ")]
     assert len(lines) == 1, err[-3000:]  # said once, by the main process
     stopped_at = int(lines[0].split()[3].rstrip(";"))
-    rows = _metrics(run)
+    rows = run_metrics(run)
     assert len(rows) == stopped_at and {r["world_size"] for r in rows} == {2}
     state = json.loads((run / "checkpoints" / f"iter-{stopped_at:06d}" / "state.json").read_text())
     assert state["iteration"] == stopped_at
