@@ -4,6 +4,7 @@ import base64
 import io
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -116,6 +117,11 @@ def test_bad_inputs_are_node_errors_and_the_server_keeps_serving(server):
     message = str(entry["status"]["messages"])
     # the core searched ComfyUI's models/reward_models/ (not just a hint naming the folder)
     assert str(server.base / "models" / "reward_models" / "HPS_v2.1_compressed.pt") in message, message
+    unknown = sampler_prompt()
+    unknown["12"]["inputs"]["rewards"] = "nosuch:1"
+    entry = server.run_prompt(unknown)
+    assert entry["status"]["status_str"] == "error"
+    assert "unknown reward 'nosuch'; available:" in str(entry["status"]["messages"])
     non_flow = sampler_prompt()  # ComfyUI's own ModelSamplingDiscrete node turns the model into an EPS model
     non_flow["13"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "eps",
                                                                         "zsnr": False}}
@@ -189,3 +195,23 @@ def test_http_reward_scores_with_the_judge_at_the_url_input(server, judge):
     no_url = server.run_prompt(judged_prompt("", colours=(0x102030, 0x405060)))
     assert no_url["status"]["status_str"] == "error"
     assert "url input" in str(no_url["status"]["messages"])  # the error says where the url goes
+
+
+def test_cancel_interrupts_the_sampler_and_the_server_keeps_serving(server):
+    import requests
+
+    long = sampler_prompt(steps=6000, window_start=100)  # minutes of sampling unless Cancel works
+    prompt_id = requests.post(f"{server.url}/prompt", json={"prompt": long}, timeout=30).json()["prompt_id"]
+    deadline = time.time() + 120
+    while not server.get("/queue")["queue_running"] and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # into the sampling loop
+    started = time.time()
+    requests.post(f"{server.url}/interrupt", timeout=30)
+    while prompt_id not in server.get(f"/history/{prompt_id}") and time.time() < deadline:
+        time.sleep(0.2)
+    entry = server.get(f"/history/{prompt_id}")[prompt_id]
+    assert time.time() - started < 30, "Cancel did not stop the sampler"
+    assert entry["status"]["status_str"] == "error"
+    assert "execution_interrupted" in str(entry["status"]["messages"])
+    assert server.run_prompt(sampler_prompt(seed=11))["status"]["status_str"] == "success"

@@ -38,6 +38,8 @@ def _fails(capsys, argv, command=main) -> str:
     (["--reward", "shapes,http", "--reward-option", "http.adress=x"], "reward 'http' has no option 'adress'"),
     (["--reward-option", "url"], "must read reward.option=value"),
     (["--group-size", "1"], "group_size must be ≥ 2"),
+    (["--iterations", "0"], "iterations must lie in [1, ∞), got 0"),
+    (["--resolution", "100"], "resolution 100 must divide by 16"),
 ])
 def test_bad_option_values_are_one_line(capsys, tmp_path, argv, expected):
     line = _fails(capsys, argv + ["--run-dir", str(tmp_path)])
