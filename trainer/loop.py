@@ -23,7 +23,8 @@ import warnings
 import torch
 
 from mixgrpo import WindowSchedule, build_plan, dance_train_steps, group_advantages, mixed_rollout, ppo_clip_loss
-from mixgrpo.errors import TrainingStopped
+from mixgrpo.cli import one_line
+from mixgrpo.errors import MixGRPOError, TrainingStopped
 from mixgrpo.grpo import kl_to_reference
 from mixgrpo.rollout import repeat_batch, select_rows, transition_mean_std
 from mixgrpo.steps import gaussian_log_prob
@@ -49,6 +50,17 @@ class Processes:
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
         self.is_main = state.is_main_process
 
+    def _collective(self, operation, *args, **kwargs):
+        """Run a collective; a peer that died (killed, out of memory) becomes :class:`ProcessLost`.
+
+        Gloo and NCCL report a vanished peer as a ``RuntimeError`` ("Connection closed by peer").
+        """
+        try:
+            return operation(*args, **kwargs)
+        except RuntimeError as error:
+            raise ProcessLost(f"process {self.rank} of {self.world}: another process of this run stopped "
+                              f"({one_line(error)[:200]})") from None
+
     def my_samples(self, total: int) -> range:
         per = total // self.world
         return range(self.rank * per, (self.rank + 1) * per)
@@ -57,7 +69,7 @@ class Processes:
         if self.world == 1:
             return local
         parts = [torch.empty_like(local) for _ in range(self.world)]
-        torch.distributed.all_gather(parts, local.contiguous())
+        self._collective(torch.distributed.all_gather, parts, local.contiguous())
         return torch.cat(parts)
 
     def average_gradients(self, params) -> None:
@@ -66,7 +78,7 @@ class Processes:
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
+            self._collective(torch.distributed.all_reduce, p.grad)
             p.grad /= self.world
 
     def max_int(self, value: int) -> int:
@@ -74,12 +86,16 @@ class Processes:
         if self.world == 1:
             return value
         tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        self._collective(torch.distributed.all_reduce, tensor, op=torch.distributed.ReduceOp.MAX)
         return int(tensor)
 
     def barrier(self) -> None:
         if self.world > 1:
-            torch.distributed.barrier()
+            self._collective(torch.distributed.barrier)
+
+
+class ProcessLost(MixGRPOError, RuntimeError):
+    """Another process of a multi-process run died; this one cannot go on alone."""
 
 
 def derived_seed(*parts: int) -> int:

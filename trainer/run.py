@@ -118,9 +118,9 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
     from mixgrpo.plots import save_sample_grid
     from mixgrpo.plots import plot_training
 
-    from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint
+    from .checkpoint import checkpoint_dirs, read_latest_checkpoint, restore_checkpoint, save_checkpoint
     from .data import PromptSampler, evaluation_prompts
-    from .loop import checkpoint_state, trainable_state
+    from .loop import ProcessLost, checkpoint_state, trainable_state
     from .outputs import export_to_comfyui, save_lora, save_transformer
     from .signals import StopRequest
 
@@ -167,6 +167,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
                 checkpoint(iteration)
                 raise TrainingStopped(f"{error} Checkpoint written at iteration {iteration}; resume with: "
                                       f"python -m trainer.run --resume {run_dir}") from None
+            except ProcessLost as error:  # mid-iteration state: resume from the last checkpoint instead
+                last = checkpoint_dirs(run_dir)
+                since = f"from {last[-1].name}" if last else "from the start (no checkpoint yet)"
+                raise ProcessLost(f"{error}; resume {since} with: python -m trainer.run --resume {run_dir}") from None
             history.append(record)
             done = iteration + 1
             if main_process:

@@ -114,3 +114,22 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
     assert len(rows) == stopped_at and {r["world_size"] for r in rows} == {2}
     state = json.loads((run / "checkpoints" / f"iter-{stopped_at:06d}" / "state.json").read_text())
     assert state["iteration"] == stopped_at
+
+
+def test_a_killed_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_path):
+    run = tmp_path / "runs" / "two"
+    launcher = subprocess.Popen([*LAUNCH, "-m", "trainer.run", *_flags(tmp_path), "--name", "two"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run, 3, launcher)  # the checkpoint of iteration 3 is written with row 3
+    while not (run / "checkpoints" / "iter-000003").is_dir() and launcher.poll() is None:
+        time.sleep(0.02)
+    os.kill(_rank_pid(launcher.pid, 1), signal.SIGKILL)  # out of memory, a lost node
+    err = launcher.communicate(timeout=300)[1]  # the survivor does not hang in its collective
+    assert launcher.returncode != 0
+    said = [line for line in err.splitlines() if "error: process 0 of 2: another process of this run stopped" in line]
+    assert len(said) == 1 and said[0].endswith(f"resume from iter-000003 with: python -m trainer.run --resume {run}")
+    assert not [line for line in err.splitlines() if "Traceback" in line and "rank" in line]  # only the launcher's
+
+    main(["--resume", str(run)])  # on one process: the checkpoint does not depend on the world size
+    rows = run_metrics(run)
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4] and [r["world_size"] for r in rows] == [2, 2, 2, 1]
