@@ -228,12 +228,13 @@ def load_yaml(path: str | Path) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.run", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of config keys (flags override it)")
     add_debug_flag(parser)
     for f in fields(TrainConfig):
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        kwargs = {"help": f.metadata["help"], "default": None, "dest": f.name}
+        # flags default to None so that a YAML value is only overridden by a flag that was given
+        kwargs = {"help": f"{f.metadata['help']} (default: {default_of(f)!r})", "default": None, "dest": f.name}
         if isinstance(default_of(f), dict):
             parser.add_argument(flag, action="append", metavar="REWARD.OPTION=VALUE", **kwargs)
         elif isinstance(f.default, bool):
