@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from mixgrpo.algorithms import get_algorithm
 from mixgrpo.cli import add_debug_flag, run_command
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -98,7 +99,7 @@ def forward_flops(transformer, resolution: int, text_tokens: int) -> float:
 
 
 def trained_rows(algo: str, window: int, steps: int, samples: int, dance_fraction: float) -> int:
-    per_sample = max(1, int(dance_fraction * (steps - 1))) if algo == "dancegrpo" else window
+    per_sample = max(1, int(dance_fraction * (steps - 1))) if get_algorithm(algo).sde_everywhere else window
     return per_sample * samples
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from mixgrpo import WindowSchedule, build_plan, dance_train_steps, mixed_rollout
+from mixgrpo import WindowSchedule, build_plan, dance_train_steps, get_algorithm, mixed_rollout
 from mixgrpo.cli import add_debug_flag, run_command
 
 RESULTS = Path(__file__).parent / "results"
@@ -69,7 +69,7 @@ def window_weights(settings: dict | None, steps: int, window: int, iterations: i
 
 def trained_steps(plan, steps: int) -> int:
     """Steps trained per sample: the window, or DanceGRPO's random ⌊0.6·(T − 1)⌋ of its SDE steps."""
-    if plan.info["mode"] == "dancegrpo":
+    if get_algorithm(plan.info["mode"]).sde_everywhere:
         return len(dance_train_steps(steps, 1)[0])
     return len(plan.recorded_steps)
 

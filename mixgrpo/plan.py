@@ -4,16 +4,7 @@ A :class:`SamplingPlan` is plain data (a σ grid plus per-step roles). :func:`bu
 from an algorithm name and a window; :func:`plan_from_sigmas` from a σ grid someone else made
 (ComfyUI's scheduler). The rollout only reads plans, so every consumer samples the same way.
 
-Algorithms (SPEC.md §3, §6):
-
-=============  =======================  ===================  =========================
-``mode``       SDE steps (type, η)      ODE after window     compression r̃ (Flash)
-=============  =======================  ===================  =========================
-mixgrpo        window (flow, 0.7)       euler                off
-flash          window (flow, 0.7)       dpm2m (midpoint)     0.4
-flash_star     window (flow, 0.7)       dpm2m (midpoint)     0.2 (trainer freezes l = 0)
-dancegrpo      every step (dance, 0.3)  —                    off
-=============  =======================  ===================  =========================
+Each algorithm's SDE type, η, solver and compression come from :mod:`mixgrpo.algorithms`.
 
 ODE steps before the window are always Euler on the original grid; an empty window means
 plain ODE sampling with the chosen solver.
@@ -25,19 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .algorithms import get_algorithm
 from .errors import ScheduleError
 from .schedule import compress_after, sigma_schedule
 from .steps import ODE_SOLVERS, SDE_TYPES
-
-MODES = ("mixgrpo", "flash", "flash_star", "dancegrpo")
-
-MODE_DEFAULTS = {
-    "mixgrpo": dict(sde_type="flow", eta=0.7, solver="euler", compression=1.0),
-    "flash": dict(sde_type="flow", eta=0.7, solver="dpm2m", compression=0.4),
-    "flash_star": dict(sde_type="flow", eta=0.7, solver="dpm2m", compression=0.2),
-    "dancegrpo": dict(sde_type="dance", eta=0.3, solver="euler", compression=1.0),
-}
-
 
 @dataclass(frozen=True)
 class SamplingPlan:
@@ -99,15 +81,14 @@ class SamplingPlan:
 
 
 def _resolve(mode: str, **given):
-    if mode not in MODES:
-        raise ScheduleError(f"unknown algorithm {mode!r}; choose one of {MODES}.")
-    return {k: (v if given.get(k) is None else given[k]) for k, v in MODE_DEFAULTS[mode].items()}
+    defaults = get_algorithm(mode).plan_defaults()
+    return {k: (v if given.get(k) is None else given[k]) for k, v in defaults.items()}
 
 
 def plan_from_sigmas(sigmas, window: range, *, mode: str = "mixgrpo", shift: float | None = None,
                      sde_type: str | None = None, eta: float | None = None, solver: str | None = None,
                      compression: float | None = None, record: tuple[int, ...] | None = None) -> SamplingPlan:
-    """Plan over a given σ grid with SDE steps ``window`` (ignored by ``dancegrpo``: all steps SDE).
+    """Plan over a given σ grid with SDE steps ``window`` (ignored by DanceGRPO-like algorithms: all steps SDE).
 
     An empty window (``range(0)``) gives deterministic ODE sampling, e.g. for evaluation.
 
@@ -116,9 +97,10 @@ def plan_from_sigmas(sigmas, window: range, *, mode: str = "mixgrpo", shift: flo
     every step but the last (the transition to σ = 0 is never trained).
     """
     opts = _resolve(mode, sde_type=sde_type, eta=eta, solver=solver, compression=compression)
+    everywhere = get_algorithm(mode).sde_everywhere
     sigmas = [float(s) for s in sigmas]
     n = len(sigmas) - 1
-    if mode == "dancegrpo":
+    if everywhere:
         sde = range(n)
         default_record = tuple(range(n - 1)) if n > 1 else (0,)
     else:
@@ -130,7 +112,7 @@ def plan_from_sigmas(sigmas, window: range, *, mode: str = "mixgrpo", shift: flo
         sde = window
         default_record = tuple(window)
     compressed_from = None
-    if opts["compression"] < 1.0 and mode != "dancegrpo" and len(window):
+    if opts["compression"] < 1.0 and not everywhere and len(window):
         if shift is None:
             raise ScheduleError("Flash compression needs the grid's shift to rebuild it in unshifted time.")
         new = compress_after(sigmas, window.stop - 1, opts["compression"], shift)

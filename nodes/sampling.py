@@ -96,9 +96,9 @@ class MixGRPOSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, steps, shift, window_start, window_size, flash_compression) -> io.NodeOutput:
-        plan = build_plan("mixgrpo", num_steps=steps, shift=shift, window_start=window_start,
-                          window_size=window_size, compression=flash_compression,
-                          solver="dpm2m" if flash_compression < 1 else "euler")
+        algorithm = "flash" if flash_compression < 1 else "mixgrpo"  # a compressed tail is Flash's, with its solver
+        plan = build_plan(algorithm, num_steps=steps, shift=shift, window_start=window_start,
+                          window_size=window_size, compression=flash_compression)
         sde = [i for i in range(plan.num_steps) if plan.kind(i) == "sde"]
         info = (f"{plan.num_steps} steps (NFE {plan.nfe}) from {steps}; SDE steps "
                 f"{sde[0]}–{sde[-1]}" if sde else f"{plan.num_steps} steps (NFE {plan.nfe}), no SDE window")

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import torch
 
+from mixgrpo.algorithms import algorithm_names, get_algorithm
 from mixgrpo.plan import build_plan
 from mixgrpo.plots import plot_sampling_plan, plot_window_positions
 from mixgrpo.windows import STRATEGIES, WindowSchedule
 
 from ._api import CATEGORY, io, png_to_image, ui
-
-ALGOS = ("mixgrpo", "flash", "flash_star", "dancegrpo")
-
 
 class SlidingWindowVisualiser(io.ComfyNode):
     @classmethod
@@ -27,7 +25,7 @@ class SlidingWindowVisualiser(io.ComfyNode):
             description="Plots the σ schedule with its SDE, ODE and compressed regions (and NFE), and which "
                         "steps a window strategy trains at each iteration.",
             inputs=[
-                io.Combo.Input("algorithm", options=list(ALGOS), default="mixgrpo"),
+                io.Combo.Input("algorithm", options=list(algorithm_names()), default="mixgrpo"),
                 io.Int.Input("steps", default=25, min=2, max=200),
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01),
                 io.Int.Input("window_size", default=4, min=1, max=199),
@@ -45,8 +43,7 @@ class SlidingWindowVisualiser(io.ComfyNode):
     def execute(cls, algorithm, steps, shift, window_size, window_start, strategy, shift_interval, stride,
                 iterations, strategy_seed) -> io.NodeOutput:
         plan = build_plan(algorithm, num_steps=steps, shift=shift, window_start=window_start, window_size=window_size)
-        if algorithm == "flash_star":
-            strategy = "frozen"
+        strategy = get_algorithm(algorithm).strategy(strategy)
         schedule = WindowSchedule(num_steps=steps, size=window_size, strategy=strategy,
                                   shift_interval=shift_interval, stride=stride, seed=strategy_seed)
         with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from mixgrpo.algorithms import ALGORITHMS, algorithm_names, defaults_table
 from mixgrpo.cli import add_debug_flag
 from mixgrpo.errors import MixGRPOError
 from mixgrpo.rewards.registry import parse_reward_options
@@ -76,13 +77,26 @@ AT_LEAST_ONE = Range(1)
 FRACTION = Range(0, 1, low_open=True)
 
 
-def _f(default, help: str, valid: Range | None = None, **kw):
-    if valid is not None:
-        help = f"{help} [valid: {valid}]"
+def _f(default, help, valid: Range | None = None, **kw):
+    """A config field: ``help`` (a string, or a callable for text read from a registry), valid range, choices."""
     metadata = {"help": help, "valid": valid, **kw}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def help_text(f: dataclasses.Field) -> str:
+    """The field's ``--help`` line: its text (asked now, registries grow), valid range and default."""
+    text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
+    if f.metadata.get("valid") is not None:
+        text += f" [valid: {f.metadata['valid']}]"
+    return f"{text} (default: {default_of(f)!r})"
+
+
+def _choices(f: dataclasses.Field) -> tuple | None:
+    """A field's allowed values; a callable is asked each time (registries grow at run time)."""
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 def default_of(f: dataclasses.Field):
@@ -105,8 +119,8 @@ class TrainConfig:
     cfg_scale: float = _f(0.0, "classifier-free guidance scale of every rollout (the policy is the guided "
                                "field); 0 = the model's own (its mixgrpo.json, else 1 = none)", NON_NEGATIVE)
     # -- algorithm -------------------------------------------------------------------------
-    algo: str = _f("mixgrpo", "mixgrpo | flash | flash_star | dancegrpo",
-                   choices=("mixgrpo", "flash", "flash_star", "dancegrpo"))
+    algo: str = _f("mixgrpo", lambda: "training algorithm: " + ", ".join(
+                   f"{a.name} = {a.display_name}" for a in ALGORITHMS.values()), choices=algorithm_names)
     window: int = _f(4, "sliding-window size w (SDE steps trained per iteration)", AT_LEAST_ONE)
     window_strategy: str = _f("progressive", "progressive | frozen | random | decay | exp_decay",
                               choices=("progressive", "frozen", "random", "decay", "exp_decay"))
@@ -115,11 +129,12 @@ class TrainConfig:
     stride: int = _f(1, "steps the window moves each time", AT_LEAST_ONE)
     steps: int = _f(25, "sampling steps T", Range(2))
     shift: float = _f(3.0, "time shift s of the σ grid", POSITIVE)
-    eta: float = _f(0.0, "SDE noise level η; 0 = the algorithm's default (0.7 flow, 0.3 dance)", Range(0, 10))
-    compression: float = _f(0.0, "Flash compression r̃ after the window; 0 = the algorithm's default", Range(0, 1))
-    solver: str = _f("", "ODE solver after the window: euler | dpm2m | dpm2m_heun; '' = the algorithm's default "
-                     "(euler for mixgrpo/dancegrpo, dpm2m for flash/flash_star)",
-                     choices=("", "euler", "dpm2m", "dpm2m_heun"))
+    eta: float = _f(0.0, lambda: f"SDE noise level η; 0 = the algorithm's own ({defaults_table('eta')})",
+                    Range(0, 10))
+    compression: float = _f(0.0, lambda: "Flash compression r̃ after the window; 0 = the algorithm's own "
+                                         f"({defaults_table('compression')})", Range(0, 1))
+    solver: str = _f("", lambda: "ODE solver after the window: euler | dpm2m | dpm2m_heun; '' = the algorithm's "
+                                 f"own ({defaults_table('solver')})", choices=("", "euler", "dpm2m", "dpm2m_heun"))
     share_trunk: bool = _f(True, "run the steps before the window once per group (same samples, fewer NFEs); "
                                  "off only to measure what sharing saves")
     dance_fraction: float = _f(0.6, "DanceGRPO: fraction of the T − 1 steps each sample trains", FRACTION)
@@ -170,6 +185,9 @@ class TrainConfig:
         if self.cfg_scale < 0:
             raise ConfigError(f"cfg_scale must be ≥ 0 (0: the model's own, 1: no guidance); got {self.cfg_scale}.")
         for f in fields(self):
+            choices = _choices(f)
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, f.name)!r}.")
             valid, value = f.metadata.get("valid"), getattr(self, f.name)
             if valid is not None and value not in valid:
                 raise ConfigError(f"{f.name} must lie in {valid}, got {value} (--{f.name.replace('_', '-')}).")
@@ -234,13 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         # flags default to None so that a YAML value is only overridden by a flag that was given
-        kwargs = {"help": f"{f.metadata['help']} (default: {default_of(f)!r})", "default": None, "dest": f.name}
+        kwargs = {"help": help_text(f), "default": None, "dest": f.name}
         if isinstance(default_of(f), dict):
             parser.add_argument(flag, action="append", metavar="REWARD.OPTION=VALUE", **kwargs)
         elif isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
-            parser.add_argument(flag, type=type(f.default), choices=f.metadata.get("choices"), **kwargs)
+            parser.add_argument(flag, type=type(f.default), choices=_choices(f), **kwargs)
     return parser
 
 

@@ -22,7 +22,7 @@ import warnings
 
 import torch
 
-from mixgrpo import WindowSchedule, build_plan, dance_train_steps, group_advantages, mixed_rollout, ppo_clip_loss
+from mixgrpo import WindowSchedule, build_plan, get_algorithm, dance_train_steps, group_advantages, mixed_rollout, ppo_clip_loss
 from mixgrpo.cli import one_line
 from mixgrpo.errors import MixGRPOError, TrainingStopped
 from mixgrpo.grpo import kl_to_reference
@@ -112,8 +112,9 @@ class Trainer:
         self.cfg, self.model, self.rewards, self.prompts = config, model, rewards, prompts
         self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        strategy = "frozen" if config.algo == "flash_star" else config.window_strategy
-        self.windows = WindowSchedule(num_steps=config.steps, size=config.window, strategy=strategy,
+        self.algorithm = get_algorithm(config.algo)
+        self.windows = WindowSchedule(num_steps=config.steps, size=config.window,
+                                      strategy=self.algorithm.strategy(config.window_strategy),
                                       shift_interval=config.shift_interval, stride=config.stride,
                                       start=config.window_start, seed=config.seed)
         self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
@@ -161,7 +162,7 @@ class Trainer:
         Subsets are drawn for all ``total`` samples of the iteration, then this process's ``samples``
         are taken (local row indices), so the split between processes changes nothing.
         """
-        if self.cfg.algo != "dancegrpo":
+        if not self.algorithm.sde_everywhere:
             return None
         gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, iteration, 3))
         picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen,

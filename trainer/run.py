@@ -17,13 +17,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from mixgrpo.algorithms import get_algorithm
 from mixgrpo.cli import run_command
 from mixgrpo.errors import TrainingStopped
 
 from .config import ConfigError, TrainConfig, config_dict, parse_config
-
-
-ALGO_NAMES = {"mixgrpo": "MixGRPO", "flash": "MixGRPO-Flash", "flash_star": "MixGRPO-Flash*", "dancegrpo": "DanceGRPO"}
 
 
 def resolve_model_path(name: str) -> str:
@@ -155,7 +153,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
         evaluations.append({k: v for k, v in before.items() if k != "_images"})
         before_images = before["_images"]
     metrics_file = (run_dir / "metrics.jsonl").open("a") if main_process else None
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=ALGO_NAMES[cfg.algo], unit="it",
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc=get_algorithm(cfg.algo).display_name, unit="it",
                disable=not main_process)
     with StopRequest() as stop:
         for iteration in bar:
