@@ -22,12 +22,12 @@ from .schedule import (
     uniform_times,
     unshift_sigma,
 )
-from .windows import STRATEGIES, WindowConfig, WindowSchedule
+from .windows import STRATEGIES, WindowConfig, WindowSchedule, WindowStrategy, register_strategy, strategy_names
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ALGORITHMS", "Algorithm", "STRATEGIES", "algorithm_names", "get_algorithm", "register_algorithm", "ImageInputError", "MixGRPOError", "ModelLoadError", "PromptError", "NFECount", "ResumeError", "Rollout", "SamplingPlan",
+    "ALGORITHMS", "Algorithm", "STRATEGIES", "algorithm_names", "get_algorithm", "register_algorithm", "WindowStrategy", "register_strategy", "strategy_names", "ImageInputError", "MixGRPOError", "ModelLoadError", "PromptError", "NFECount", "ResumeError", "Rollout", "SamplingPlan",
     "ScheduleError", "StepInfo", "Transition", "WindowConfig", "WindowSchedule", "build_plan",
     "compress_after", "dance_train_steps", "flash_nfe", "flux_mu", "flux_shift", "flux_sigma_schedule",
     "group_advantages", "group_zscore", "kl_to_reference", "mixed_rollout", "plan_from_sigmas", "ppo_clip_loss",

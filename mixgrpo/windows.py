@@ -12,6 +12,9 @@ Strategies (SPEC.md §3), each defined by the interval τ(l) that ``l`` is held 
 * ``decay`` (linear): ``τ(l) = max(τ_min, int(τ_max·(1 − l/L) + τ_min·l/L))`` with L = ``max_start``.
 * ``exp_decay``: ``τ(l) = ceil(τ0·exp(−k·max(0, l − l_0)))``, τ0 = ``shift_interval``, k = 0.1, l_0 = 13.
 
+Each strategy is one :class:`WindowStrategy` in the ``STRATEGIES`` registry; the trainer's choices
+and the visualiser node read it, so a new strategy is one :func:`register_strategy` call.
+
 When ``l`` would pass ``max_start`` it rolls back to 0 (``on_overflow="rollback"``, the official
 scripts) or stays at ``max_start`` (``"clamp"``).
 
@@ -25,10 +28,10 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 from .errors import ResumeError, ScheduleError
 
-STRATEGIES = ("progressive", "frozen", "random", "decay", "exp_decay")
 OVERFLOW_MODES = ("rollback", "clamp")
 
 
@@ -57,8 +60,7 @@ class WindowConfig:
 
     def validate(self) -> None:
         T, w = self.num_steps, self.size
-        if self.strategy not in STRATEGIES:
-            raise ScheduleError(f"unknown window strategy {self.strategy!r}; choose one of {STRATEGIES}.")
+        get_strategy(self.strategy)
         if self.on_overflow not in OVERFLOW_MODES:
             raise ScheduleError(f"on_overflow must be one of {OVERFLOW_MODES}, got {self.on_overflow!r}.")
         if T < 2:
@@ -81,6 +83,69 @@ class WindowConfig:
             raise ScheduleError(f"stride must be ≥ 0, got {self.stride}.")
 
 
+@dataclass(frozen=True)
+class WindowStrategy:
+    """How the left boundary ``l`` moves over training iterations (one registry entry per strategy).
+
+    ``interval(config, l)`` is τ(l), the iterations ``l`` is held before it moves by the stride;
+    ``moves=False`` holds ``l`` forever (after ``pick``, if any); ``pick(config, k)`` draws the
+    ``l`` of iteration ``k`` afresh as a pure function (no state to resume).
+    """
+
+    name: str
+    interval: Callable[[WindowConfig, int], int] = lambda config, left: config.shift_interval
+    moves: bool = True
+    pick: Callable[[WindowConfig, int], int] | None = None
+
+
+STRATEGIES: dict[str, WindowStrategy] = {}
+
+
+def register_strategy(strategy: WindowStrategy) -> WindowStrategy:
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def strategy_names() -> tuple[str, ...]:
+    return tuple(STRATEGIES)
+
+
+def get_strategy(name: str) -> WindowStrategy:
+    if name not in STRATEGIES:
+        raise ScheduleError(f"unknown window strategy {name!r}; choose one of {strategy_names()}.")
+    return STRATEGIES[name]
+
+
+def linear_decay_interval(config: WindowConfig, left: int) -> int:
+    """``τ(l) = max(τ_min, int(τ_max·(1 − l/L) + τ_min·l/L))``, L = the cap."""
+    L = config.cap
+    if L == 0:
+        return config.decay_max
+    return max(config.decay_min, int(config.decay_max * (1 - left / L) + config.decay_min * left / L))
+
+
+def exp_decay_interval(config: WindowConfig, left: int) -> int:
+    """``τ(l) = ceil(τ0·exp(−k·max(0, l − l_0)))``, τ0 = ``shift_interval``."""
+    excess = max(0, left - config.exp_decay_start)
+    return max(1, math.ceil(config.shift_interval * math.exp(-config.exp_decay_rate * excess)))
+
+
+def random_left(config: WindowConfig, iteration: int) -> int:
+    """A fresh ``l ~ U{0..cap}``, from (seed, iteration) alone.
+
+    Seeding ``random.Random`` with a string hashes it with SHA-512: the same on every process and
+    Python version, independent of torch's global RNG.
+    """
+    return random.Random(f"mixgrpo-window:{config.seed}:{iteration}").randint(0, config.cap)
+
+
+register_strategy(WindowStrategy("progressive"))
+register_strategy(WindowStrategy("frozen", moves=False))
+register_strategy(WindowStrategy("random", moves=False, pick=random_left))
+register_strategy(WindowStrategy("decay", interval=linear_decay_interval))
+register_strategy(WindowStrategy("exp_decay", interval=exp_decay_interval))
+
+
 class WindowSchedule:
     """Stateful window sequence for a training run; ``state_dict()`` resumes it exactly.
 
@@ -95,6 +160,7 @@ class WindowSchedule:
             config = WindowConfig(**{**asdict(config), **overrides})
         config.validate()
         self.config = config
+        self.strategy = get_strategy(config.strategy)
         self.iteration = 0
         self._left = config.start
         self._counter = 0
@@ -103,8 +169,8 @@ class WindowSchedule:
     @property
     def left(self) -> int:
         """Left boundary ``l`` used by the current iteration."""
-        if self.config.strategy == "random":
-            return self._random_left(self.iteration)
+        if self.strategy.pick is not None:
+            return self.strategy.pick(self.config, self.iteration)
         return self._left
 
     @property
@@ -118,9 +184,8 @@ class WindowSchedule:
 
     def advance(self) -> None:
         """Finish the current iteration and move to the next one."""
-        cfg = self.config
         self.iteration += 1
-        if cfg.strategy in ("random", "frozen"):
+        if not self.strategy.moves:
             return
         self._counter += 1
         if self._counter >= self.interval(self._left):
@@ -130,16 +195,7 @@ class WindowSchedule:
     # -- the rules ------------------------------------------------------------------------
     def interval(self, left: int) -> int:
         """τ(l): how many iterations the window stays at left boundary ``l``."""
-        cfg = self.config
-        if cfg.strategy == "decay":
-            L = cfg.cap
-            if L == 0:
-                return cfg.decay_max
-            return max(cfg.decay_min, int(cfg.decay_max * (1 - left / L) + cfg.decay_min * left / L))
-        if cfg.strategy == "exp_decay":
-            excess = max(0, left - cfg.exp_decay_start)
-            return max(1, math.ceil(cfg.shift_interval * math.exp(-cfg.exp_decay_rate * excess)))
-        return cfg.shift_interval
+        return self.strategy.interval(self.config, left)
 
     def _move(self, left: int) -> int:
         cfg = self.config
@@ -147,11 +203,6 @@ class WindowSchedule:
         if moved <= cfg.cap:
             return moved
         return 0 if cfg.on_overflow == "rollback" else cfg.cap
-
-    def _random_left(self, iteration: int) -> int:
-        # Seeding random.Random with a string hashes it with SHA-512: the same on every process
-        # and Python version, independent of torch's global RNG.
-        return random.Random(f"mixgrpo-window:{self.config.seed}:{iteration}").randint(0, self.config.cap)
 
     # -- queries that run nothing ---------------------------------------------------------
     def lefts(self, num_iterations: int) -> list[int]:

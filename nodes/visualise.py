@@ -10,7 +10,7 @@ import torch
 from mixgrpo.algorithms import algorithm_names, get_algorithm
 from mixgrpo.plan import build_plan
 from mixgrpo.plots import plot_sampling_plan, plot_window_positions
-from mixgrpo.windows import STRATEGIES, WindowSchedule
+from mixgrpo.windows import WindowSchedule, strategy_names
 
 from ._api import CATEGORY, io, png_to_image, ui
 
@@ -30,7 +30,7 @@ class SlidingWindowVisualiser(io.ComfyNode):
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01),
                 io.Int.Input("window_size", default=4, min=1, max=199),
                 io.Int.Input("window_start", default=0, min=0, max=199, tooltip="Window of the plotted plan."),
-                io.Combo.Input("strategy", options=list(STRATEGIES), default="progressive"),
+                io.Combo.Input("strategy", options=list(strategy_names()), default="progressive"),
                 io.Int.Input("shift_interval", default=25, min=1, max=10000, tooltip="Iterations per window move (τ)."),
                 io.Int.Input("stride", default=1, min=0, max=100, tooltip="Steps per window move (s)."),
                 io.Int.Input("iterations", default=300, min=1, max=100000),

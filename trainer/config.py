@@ -18,6 +18,7 @@ import yaml
 
 from mixgrpo.algorithms import ALGORITHMS, algorithm_names, defaults_table
 from mixgrpo.cli import add_debug_flag
+from mixgrpo.windows import strategy_names
 from mixgrpo.errors import MixGRPOError
 from mixgrpo.rewards.registry import parse_reward_options
 
@@ -122,8 +123,8 @@ class TrainConfig:
     algo: str = _f("mixgrpo", lambda: "training algorithm: " + ", ".join(
                    f"{a.name} = {a.display_name}" for a in ALGORITHMS.values()), choices=algorithm_names)
     window: int = _f(4, "sliding-window size w (SDE steps trained per iteration)", AT_LEAST_ONE)
-    window_strategy: str = _f("progressive", "progressive | frozen | random | decay | exp_decay",
-                              choices=("progressive", "frozen", "random", "decay", "exp_decay"))
+    window_strategy: str = _f("progressive", lambda: "how the window moves: " + " | ".join(strategy_names()),
+                              choices=strategy_names)
     window_start: int = _f(0, "left boundary l of the first window (every window's, when frozen)", NON_NEGATIVE)
     shift_interval: int = _f(25, "iterations before the window moves (progressive τ)", AT_LEAST_ONE)
     stride: int = _f(1, "steps the window moves each time", AT_LEAST_ONE)

@@ -111,19 +111,22 @@ print(json.dumps(errors))
     assert "ScheduleError" in r["window"] and "12-step schedule" in r["window"]
 
 
-def test_a_registered_algorithm_reaches_the_visualiser_node():
+def test_a_registered_algorithm_and_window_strategy_reach_the_visualiser_node():
     code = import_pack_code(REPO) + """
 import json
 from mixgrpo import Algorithm, register_algorithm
-register_algorithm(Algorithm("toy", "Toy-GRPO", solver="dpm2m", compression=0.5, window_strategy="frozen"))
+from mixgrpo import WindowStrategy, register_strategy
+register_algorithm(Algorithm("toy", "Toy-GRPO", solver="dpm2m", compression=0.5))
+register_strategy(WindowStrategy("every_third", interval=lambda config, left: 3))
 from mixgrpo_pack.nodes.visualise import SlidingWindowVisualiser
 schema = SlidingWindowVisualiser.define_schema()
-options = next(i.options for i in schema.inputs if i.id == "algorithm")
-result = SlidingWindowVisualiser.execute("toy", 25, 3.0, 4, 6, "progressive", 5, 1, 60, 0)
+options = {i.id: i.options for i in schema.inputs if i.id in ("algorithm", "strategy")}
+result = SlidingWindowVisualiser.execute("toy", 25, 3.0, 4, 6, "every_third", 5, 1, 60, 0)
 schedule, windows = result.args
 print(json.dumps({"options": options, "schedule": list(schedule.shape), "std": float(windows.std())}))
 """
     result = run_in_comfyui(code)
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["options"][-1] == "toy" and out["schedule"][0] == 1 and out["std"] > 0.01
+    assert out["options"]["algorithm"][-1] == "toy" and out["options"]["strategy"][-1] == "every_third"
+    assert out["schedule"][0] == 1 and out["std"] > 0.01

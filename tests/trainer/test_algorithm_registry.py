@@ -1,9 +1,10 @@
-"""A new algorithm is one registry entry: it reaches the plan builder, the CLI choices and a trainer run."""
+"""A new algorithm or window strategy is one registry entry: it reaches the plan builder, the CLI and a run."""
 
 import pytest
 
 from conftest import run_metrics, small_run
-from mixgrpo import ALGORITHMS, Algorithm, WindowSchedule, build_plan, register_algorithm
+from mixgrpo import (ALGORITHMS, STRATEGIES, Algorithm, WindowSchedule, WindowStrategy, build_plan,
+                     register_algorithm, register_strategy)
 from trainer.config import build_parser, parse_config
 from trainer.run import main
 
@@ -40,3 +41,17 @@ def test_an_unknown_algorithm_in_a_yaml_config_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text("algo: nosuch\n")
     with pytest.raises(ConfigError, match="algo must be one of 'mixgrpo', 'flash', 'flash_star', 'dancegrpo'"):
         parse_config(["--config", str(tmp_path / "c.yaml")])
+
+
+@pytest.fixture
+def toy_strategy():
+    strategy = register_strategy(WindowStrategy("every_third", interval=lambda config, left: 3))
+    yield strategy
+    del STRATEGIES[strategy.name]
+
+
+def test_a_registered_window_strategy_reaches_the_cli_and_a_run(toy_strategy, tmp_path):
+    assert "every_third" in build_parser().format_help()
+    (tmp_path / "eval.txt").write_text("a red circle\n")
+    main(small_run(tmp_path, window_strategy="every_third", iterations=4, eval_prompts=tmp_path / "eval.txt"))
+    assert [r["window_start"] for r in run_metrics(tmp_path / "runs" / "run")] == [0, 0, 0, 1]
