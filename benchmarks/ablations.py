@@ -3,7 +3,7 @@
     python -m benchmarks.ablations            # K = 16 iterations, seeds 0 1 (≈ 30 min on 2 CPU cores)
     python -m benchmarks.ablations --quick    # every row, 2 tiny iterations, 1 seed: a smoke run (≈ 1 min)
 
-Groups (SPEC.md §3; the paper's ablations):
+Groups (docs/algorithm.md §3; the paper's ablations):
 
 * window size w ∈ {1, 2, 4, 6};
 * shift interval τ (iterations the progressive window stays put) and stride s (steps it then moves);

@@ -1,4 +1,4 @@
-"""GRPO objective: group advantages, PPO-clip loss, KL to the reference policy (SPEC.md §4)."""
+"""GRPO objective: group advantages, PPO-clip loss, KL to the reference policy (docs/algorithm.md §4)."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def plan_from_sigmas(sigmas, window: range, *, mode: str = "mixgrpo", shift: flo
 
 def build_plan(mode: str = "mixgrpo", num_steps: int = 25, shift: float = 3.0, window_start: int = 0,
                window_size: int = 4, **options) -> SamplingPlan:
-    """Plan on the shifted uniform grid (SPEC.md §1) with window ``[window_start, window_start + w)``.
+    """Plan on the shifted uniform grid (docs/algorithm.md §1) with window ``[window_start, window_start + w)``.
 
     ``options`` override the mode's defaults: ``sde_type``, ``eta``, ``solver``, ``compression``,
     ``record``.

@@ -1,7 +1,7 @@
 """Mixed SDE/ODE trajectories over any velocity function ``v(x, σ, cond)``.
 
 A rollout samples ``G`` groups of ``N`` members. All members of a group start from the group's
-single initial noise (SPEC.md §3), so until the first SDE step their trajectories are identical:
+single initial noise (docs/algorithm.md §3), so until the first SDE step their trajectories are identical:
 with ``share_trunk=True`` the steps before the window run once per group (batch ``G``) and the
 batch branches into ``G·N`` at the window start. Members only differ by their SDE noise.
 

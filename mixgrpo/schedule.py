@@ -1,6 +1,6 @@
 """Time grids for rectified-flow sampling: uniform grid, shifts, model timesteps, Flash compression.
 
-Conventions (SPEC.md §1):
+Conventions (docs/algorithm.md §1):
 
 * ``x_σ = (1 − σ)·x0 + σ·ε`` with σ ∈ [0, 1]; σ = 1 is pure noise, σ = 0 is data.
 * ``t`` is *unshifted* time on a uniform grid, ``σ`` is the shifted value handed to the maths.

@@ -1,6 +1,6 @@
 """One sampling step each: Euler ODE, Flow-SDE, Dance-SDE, DPM-Solver++; transition log-probs.
 
-Notation (SPEC.md §1–2): the state ``x`` is at noise level ``σ`` and goes to ``σ'`` (``sigma_next``)
+Notation (docs/algorithm.md §1–2): the state ``x`` is at noise level ``σ`` and goes to ``σ'`` (``sigma_next``)
 with ``Δ = σ' − σ < 0``. The network predicts ``v ≈ ε − x0``, so ``x̂0 = x − σ·v``.
 σ arguments are Python floats or tensors broadcastable against ``x`` (per-sample σ: shape
 ``[B, 1, 1, …]``). Every function computes in float32 whatever dtype the model ran in.

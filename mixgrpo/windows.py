@@ -1,9 +1,9 @@
 """Sliding-window strategies: which steps are SDE (and trained) at each training iteration.
 
 The window is ``W = [l, l + w)``, a run of consecutive step indices; ``l`` is its left boundary.
-Iterations are counted from 0 here (the SPEC counts from 1: its "iterations 1..τ" are our 0..τ−1).
+Iterations are counted from 0 here (the paper counts from 1: its "iterations 1..τ" are our 0..τ−1).
 
-Strategies (SPEC.md §3), each defined by the interval τ(l) that ``l`` is held for and the move:
+Strategies (docs/algorithm.md §3), each defined by the interval τ(l) that ``l`` is held for and the move:
 
 * ``progressive``: ``l`` starts at ``start`` (0); every τ iterations ``l ← l + stride``.
 * ``frozen``: ``l = start`` forever.

@@ -2,7 +2,7 @@
 
 Every field documents itself (``--help`` prints it). The defaults train the embedded shapes model
 on the ``shapes`` reward on a CPU in a few minutes; ``trainer/configs/`` holds FLUX and SD3 recipes
-with the paper's hyper-parameters (SPEC.md §4).
+with the paper's hyper-parameters (docs/algorithm.md §4).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training loop: rollout → decode and score → group advantages → PPO-clip updates → next window.
 
-One iteration (SPEC.md §3–4):
+One iteration (docs/algorithm.md §3–4):
 
 1. ``prompts_per_iter`` prompts, each a group of ``group_size`` samples sharing one initial noise;
    the mixed SDE/ODE rollout runs the pre-window trunk once per group and records the window.

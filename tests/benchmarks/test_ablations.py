@@ -43,7 +43,7 @@ def test_solver_and_trunk_settings_become_trainer_flags():
 
 
 def flash_nfe(left: int, window: int = 4, steps: int = 10, compression: float = 0.4) -> int:
-    """SPEC §3: steps 0..L, then n = ⌊max((T − L)·r̃, 1)⌋ compressed steps, L the last window step."""
+    """docs/algorithm.md §3: steps 0..L, then n = ⌊max((T − L)·r̃, 1)⌋ compressed steps, L the last window step."""
     last = left + window - 1
     return last + 1 + math.floor(max((steps - last) * compression, 1))
 

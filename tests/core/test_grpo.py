@@ -1,4 +1,4 @@
-"""Group advantages, PPO-clip loss and KL (SPEC.md §4)."""
+"""Group advantages, PPO-clip loss and KL (docs/algorithm.md §4)."""
 
 import pytest
 import torch

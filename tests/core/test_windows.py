@@ -10,7 +10,7 @@ pytestmark = pytest.mark.core
 def test_progressive_paper_default():
     ws = WindowSchedule(WindowConfig(num_steps=25, size=4, shift_interval=25))
     lefts = ws.lefts(75)
-    # SPEC iterations 1–25 use l = 0, 26–50 use l = 1 (0-based: 0–24, 25–49)
+    # the paper's iterations 1–25 use l = 0, 26–50 use l = 1 (0-based: 0–24, 25–49)
     assert lefts == [0] * 25 + [1] * 25 + [2] * 25
     assert ws.window_for(1) == range(1, 5)
 
