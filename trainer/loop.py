@@ -11,7 +11,8 @@ One iteration (docs/algorithm.md §3–4):
    micro-batch the policy is the rollout policy, so ``max|log r|`` is logged as the numerics bar.
 5. The window schedule advances.
 
-Every random draw of an iteration derives from (seed, iteration), so a resumed run repeats exactly.
+Every random draw of an iteration derives from (seed, iteration, purpose) (:mod:`mixgrpo.seeds`), so a resumed
+run repeats exactly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import warnings
 
 import torch
 
-from mixgrpo import WindowSchedule, build_plan, get_algorithm, dance_train_steps, group_advantages, mixed_rollout, ppo_clip_loss
+from mixgrpo import (WindowSchedule, build_plan, dance_train_steps, get_algorithm, group_advantages, mixed_rollout,
+                     ppo_clip_loss, seeds)
 from mixgrpo.cli import one_line
 from mixgrpo.errors import MixGRPOError, TrainingStopped
 from mixgrpo.grpo import kl_to_reference
@@ -98,13 +100,6 @@ class ProcessLost(MixGRPOError, RuntimeError):
     """Another process of a multi-process run died; this one cannot go on alone."""
 
 
-def derived_seed(*parts: int) -> int:
-    value = 0
-    for part in parts:
-        value = (value * 1_000_003 + int(part)) % (2**62)
-    return value
-
-
 class Trainer:
     """Holds the model, rewards, optimizer and schedules of one run; :meth:`iteration` does one step."""
 
@@ -164,7 +159,7 @@ class Trainer:
         """
         if not self.algorithm.sde_everywhere:
             return None
-        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, iteration, 3))
+        gen = seeds.generator(self.cfg.seed, iteration, "dance_steps")
         picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen,
                                   first_only=self.cfg.dance_first or None)[samples.start:samples.stop]
         return {s: torch.tensor([r for r in range(len(picks)) if s in picks[r]], dtype=torch.long) for s in steps}
@@ -200,8 +195,7 @@ class Trainer:
         outs = []
         for groups, count in runs:
             ids = [m for g in groups for m in range(max(members.start, g * n), min(members.stop, (g + 1) * n))]
-            gens = [torch.Generator(device=model.device).manual_seed(derived_seed(cfg.seed, iteration, 2, m))
-                    for m in ids]
+            gens = [seeds.generator(cfg.seed, iteration, "sde_noise", m, device=model.device) for m in ids]
             group_cond = {k: v[groups] for k, v in cond.items()}
             outs.append(mixed_rollout(self.velocity, noise[groups].to(model.device), plan, group_cond,
                                       group_size=count, generator=gens, share_trunk=cfg.share_trunk))
@@ -221,7 +215,7 @@ class Trainer:
         plan = self.plan(left)
         groups, n = len(prompt_ids), cfg.group_size
         latent = model.latent_shape(cfg.resolution, cfg.resolution)
-        noise = torch.randn(groups, *latent, generator=torch.Generator().manual_seed(derived_seed(cfg.seed, iteration, 1)))
+        noise = torch.randn(groups, *latent, generator=seeds.generator(cfg.seed, iteration, "initial_noise"))
         cond = self.conditioning(prompt_ids)
         mine = self.processes.my_samples(groups * n)
         model.transformer.eval()
@@ -319,7 +313,7 @@ class Trainer:
         cfg = self.cfg
         self.model.transformer.train()
         valid = torch.nonzero(~torch.isnan(adv)).flatten()
-        order = valid[torch.randperm(len(valid), generator=torch.Generator().manual_seed(derived_seed(cfg.seed, iteration, 4)))]
+        order = valid[torch.randperm(len(valid), generator=seeds.generator(cfg.seed, iteration, "update_order"))]
         dance_rows = self.trained_rows(samples, total, iteration, [t.step for t in rollout.transitions])
         parts = [p for p in order.tensor_split(cfg.updates_per_iter) if len(p)]
         first, clip_fractions, kls, norms = None, [], [], []
