@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ScheduleError
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -43,22 +43,10 @@ class Algorithm:
         return self.window_strategy or requested
 
 
-ALGORITHMS: dict[str, Algorithm] = {}
-
-
-def register_algorithm(algorithm: Algorithm) -> Algorithm:
-    ALGORITHMS[algorithm.name] = algorithm
-    return algorithm
-
-
-def algorithm_names() -> tuple[str, ...]:
-    return tuple(ALGORITHMS)
-
-
-def get_algorithm(name: str) -> Algorithm:
-    if name not in ALGORITHMS:
-        raise ScheduleError(f"unknown algorithm {name!r}; choose one of {algorithm_names()}.")
-    return ALGORITHMS[name]
+ALGORITHMS = Registry("algorithm")
+register_algorithm = ALGORITHMS.add
+algorithm_names = ALGORITHMS.names
+get_algorithm = ALGORITHMS.lookup
 
 
 def defaults_table(field: str) -> str:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from .errors import ResumeError, ScheduleError
+from .registry import Registry
 
 OVERFLOW_MODES = ("rollback", "clamp")
 
@@ -98,22 +99,10 @@ class WindowStrategy:
     pick: Callable[[WindowConfig, int], int] | None = None
 
 
-STRATEGIES: dict[str, WindowStrategy] = {}
-
-
-def register_strategy(strategy: WindowStrategy) -> WindowStrategy:
-    STRATEGIES[strategy.name] = strategy
-    return strategy
-
-
-def strategy_names() -> tuple[str, ...]:
-    return tuple(STRATEGIES)
-
-
-def get_strategy(name: str) -> WindowStrategy:
-    if name not in STRATEGIES:
-        raise ScheduleError(f"unknown window strategy {name!r}; choose one of {strategy_names()}.")
-    return STRATEGIES[name]
+STRATEGIES = Registry("window strategy")
+register_strategy = STRATEGIES.add
+strategy_names = STRATEGIES.names
+get_strategy = STRATEGIES.lookup
 
 
 def linear_decay_interval(config: WindowConfig, left: int) -> int:
