@@ -18,9 +18,9 @@ import yaml
 
 from mixgrpo.algorithms import ALGORITHMS, algorithm_names, defaults_table
 from mixgrpo.cli import add_debug_flag
-from mixgrpo.windows import strategy_names
 from mixgrpo.errors import MixGRPOError
 from mixgrpo.rewards.registry import parse_reward_options
+from mixgrpo.windows import strategy_names
 
 
 class ConfigError(MixGRPOError, ValueError):

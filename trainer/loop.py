@@ -45,8 +45,6 @@ class Processes:
     def __init__(self):
         from accelerate import PartialState
 
-        import torch
-
         # without CUDA, a multi-process launch must ask for CPU (gloo) explicitly, or each process runs alone
         state = PartialState(cpu=not torch.cuda.is_available())
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
@@ -233,11 +231,9 @@ class Trainer:
         self.check_failures(failed, iteration)
         reward_s = time.perf_counter() - started - rollout_s
 
-        if failed.all():
-            stats = {"first_max_abs_log_ratio": 0.0, "clip_fraction": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
-        else:
-            my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
-            stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
+        my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
+        # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
+        stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
         self.windows.advance()
         raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
         return {"iteration": iteration + 1, "world_size": self.processes.world, "window_start": left, "nfe": rollout.nfe,
