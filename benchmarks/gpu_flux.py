@@ -3,7 +3,7 @@
     python -m benchmarks.gpu_flux                       # CUDA: 512² and 720², DanceGRPO 25/14, MixGRPO, Flash*
     python -m benchmarks.gpu_flux --preset tiny --device cpu --resolutions 64   # the same code path, tiny
 
-Each row is one real trainer iteration (:class:`trainer.loop.Trainer`: shared-trunk rollout, VAE
+Each row is one real trainer iteration (:class:`trainer.iteration.Trainer`: shared-trunk rollout, VAE
 decode, shapes reward, PPO-clip update with LoRA rank 64 and gradient checkpointing) after one
 warm-up iteration per resolution. The transformer has FLUX.1-dev's shape (19 double + 38 single
 blocks, 3072 wide, 16-channel latents, guidance embedding) and random weights; the VAE has FLUX's
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from mixgrpo.algorithms import get_algorithm
+from mixgrpo.algorithm.algorithms import get_algorithm
 from mixgrpo.cli import add_debug_flag, run_command
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -107,7 +107,7 @@ def make_trainer(model, params, algo: str, resolution: int, args):
     from mixgrpo.rewards import load_rewards
     from mixgrpo.shapes import train_prompts
     from trainer.config import TrainConfig
-    from trainer.loop import Trainer
+    from trainer.iteration import Trainer
 
     cfg = TrainConfig(algo=algo, resolution=resolution, group_size=args.group, prompts_per_iter=1,
                       lora_rank=args.lora_rank, lora_alpha=args.lora_rank, gradient_checkpointing=True,

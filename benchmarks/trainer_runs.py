@@ -10,13 +10,14 @@ iterations (mean ± population std over seeds).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import statistics
 from pathlib import Path
 
 import torch
+
+from mixgrpo.run_folder import RunFolder
 
 
 def write_eval_prompts(folder: Path, count: int) -> Path:
@@ -46,9 +47,8 @@ def run_row(flags: list[str], seed: int, args, root: Path, eval_file: Path, name
     main([*flags, "--seed", str(seed), "--iterations", str(args.iterations), "--eval-every", str(args.eval_every),
           "--eval-seeds", str(args.eval_seeds), "--eval-prompts", str(eval_file), "--checkpoint-every", "1000",
           "--run-dir", str(root), "--name", name])
-    folder = root / name
-    history = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    evaluations = json.loads((folder / "eval.json").read_text())["evaluations"]
+    folder = RunFolder(root / name)
+    history, evaluations = folder.read_metrics(), folder.read_evaluations()
     elapsed = [0.0]
     for h in history:
         elapsed.append(elapsed[-1] + h["seconds"])

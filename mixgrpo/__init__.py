@@ -1,14 +1,18 @@
-"""MixGRPO core: time grids, sampling steps, window schedules, mixed SDE/ODE rollouts, GRPO maths.
+"""MixGRPO core, shared by the ComfyUI node pack and the trainer (it imports neither, nor ComfyUI).
 
-Pure PyTorch. Never imports ComfyUI or diffusers, so the node pack and the trainer share it.
+- :mod:`mixgrpo.algorithm`: the maths (σ grids, steps, windows, algorithms, plans, rollouts, GRPO),
+  pure PyTorch; its public names are re-exported here;
+- :mod:`mixgrpo.models`: diffusers adapters; :mod:`mixgrpo.rewards`: rewards and reward sets;
+- :mod:`mixgrpo.shapes`: the demo shapes world;
+- :mod:`mixgrpo.evaluation` (held-out evaluation) and :mod:`mixgrpo.run_folder` (a run's files).
 """
 
-from .algorithms import ALGORITHMS, Algorithm, algorithm_names, get_algorithm, register_algorithm
+from .algorithm.algorithms import ALGORITHMS, Algorithm, algorithm_names, get_algorithm, register_algorithm
 from .errors import ImageInputError, MixGRPOError, ModelLoadError, PromptError, ResumeError, ScheduleError
-from .grpo import group_advantages, group_zscore, kl_to_reference, ppo_clip_loss
-from .plan import SamplingPlan, build_plan, dance_train_steps, plan_from_sigmas
-from .rollout import Rollout, StepInfo, Transition, mixed_rollout, transition_log_prob
-from .schedule import (
+from .algorithm.grpo import group_advantages, group_zscore, kl_to_reference, ppo_clip_loss
+from .algorithm.plan import SamplingPlan, build_plan, dance_train_steps, plan_from_sigmas
+from .algorithm.rollout import Rollout, StepInfo, Transition, mixed_rollout, transition_log_prob
+from .algorithm.schedule import (
     NFECount,
     compress_after,
     flash_nfe,
@@ -22,7 +26,7 @@ from .schedule import (
     uniform_times,
     unshift_sigma,
 )
-from .windows import STRATEGIES, WindowConfig, WindowSchedule, WindowStrategy, register_strategy, strategy_names
+from .algorithm.windows import STRATEGIES, WindowConfig, WindowSchedule, WindowStrategy, register_strategy, strategy_names
 
 __version__ = "0.1.0"
 

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from mixgrpo.plots import plot_training
+from mixgrpo.run_folder import RunFolder
 
 from ._api import CATEGORY, io, png_to_image, ui
-
-
-def read_run(folder: Path) -> tuple[list[dict], list[dict]]:
-    metrics = folder / "metrics.jsonl"
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{folder} is not a trainer run folder (no metrics.jsonl). Pass runs/<name> of "
-                                "`python -m trainer.run`.")
-    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    evaluations = []
-    if (folder / "eval.json").is_file():
-        evaluations = json.loads((folder / "eval.json").read_text()).get("evaluations", [])
-    return history, evaluations
 
 
 class TrainingRunMonitor(io.ComfyNode):
@@ -40,19 +28,19 @@ class TrainingRunMonitor(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, run_folder):
-        metrics = Path(run_folder) / "metrics.jsonl"
+        metrics = RunFolder(run_folder).metrics_file
         return metrics.stat().st_mtime if metrics.is_file() else 0  # re-run when the run writes new metrics
 
     @classmethod
     def execute(cls, run_folder) -> io.NodeOutput:
-        folder = Path(run_folder)
-        history, evaluations = read_run(folder)
+        folder = RunFolder(run_folder)
+        history, evaluations = folder.read_metrics(), folder.read_evaluations()
         if not history:
             raise ValueError(f"{folder}: the run has not finished an iteration yet.")
         with tempfile.TemporaryDirectory() as tmp:
             curves = png_to_image(plot_training(history, Path(tmp) / "curves.png", evaluations))
-        grids = sorted((folder / "samples").glob("*.png"), key=lambda p: p.stat().st_mtime)
-        samples = png_to_image(grids[-1]) if grids else curves
+        grid = folder.latest_grid()
+        samples = png_to_image(grid) if grid else curves
         last = history[-1]
         summary = (f"{folder.name}: iteration {last['iteration']}, reward {last['reward_mean']:.4f}, "
                    f"window start {last['window_start']}, {last['seconds']:.2f} s/iteration")

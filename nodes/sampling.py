@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mixgrpo.denoiser_sampling import WindowOptions, sample_with_denoiser
-from mixgrpo.plan import build_plan
+from mixgrpo.algorithm.denoiser_sampling import WindowOptions, sample_with_denoiser
+from mixgrpo.algorithm.plan import build_plan
 
 from ._api import CATEGORY, check_interrupted, flow_shift, io, ksampler, model_sampling_of
 
@@ -96,8 +96,7 @@ class MixGRPOSchedule(io.ComfyNode):
 
     @classmethod
     def execute(cls, steps, shift, window_start, window_size, flash_compression) -> io.NodeOutput:
-        algorithm = "flash" if flash_compression < 1 else "mixgrpo"  # a compressed tail is Flash's, with its solver
-        plan = build_plan(algorithm, num_steps=steps, shift=shift, window_start=window_start,
+        plan = build_plan("mixgrpo", num_steps=steps, shift=shift, window_start=window_start,
                           window_size=window_size, compression=flash_compression)
         sde = [i for i in range(plan.num_steps) if plan.kind(i) == "sde"]
         info = (f"{plan.num_steps} steps (NFE {plan.nfe}) from {steps}; SDE steps "

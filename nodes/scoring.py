@@ -40,10 +40,8 @@ class RewardScorer(io.ComfyNode):
         prompts = [prompt] * len(batch)
         url = url.strip()  # a url left in the widget while scoring with other rewards is not an error
         options = {"http": {"url": url}} if url and "http" in dict(parse_reward_spec(rewards)) else None
-        loaded = load_rewards(rewards, options=options)
-        per_reward = {reward.name: reward(batch, prompts).scores.float().cpu() for reward, _ in loaded}
-        total_weight = sum(w for _, w in loaded)
-        scores = sum(w * per_reward[reward.name] for reward, w in loaded) / total_weight
+        scored = load_rewards(rewards, options=options).score(batch, prompts)
+        per_reward, scores = scored.raw, scored.total()
         order = torch.argsort(torch.nan_to_num(scores, nan=-torch.inf), descending=True)  # failed scores last
         lines = [f"#{rank + 1}: image {int(i)}  score {scores[i]:.4f}  " +
                  "  ".join(f"{name} {values[i]:.4f}" for name, values in per_reward.items())

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from mixgrpo.algorithms import algorithm_names, get_algorithm
-from mixgrpo.plan import build_plan
+from mixgrpo.algorithm.algorithms import algorithm_names, get_algorithm
+from mixgrpo.algorithm.plan import build_plan
 from mixgrpo.plots import plot_sampling_plan, plot_window_positions
-from mixgrpo.windows import WindowSchedule, strategy_names
+from mixgrpo.algorithm.windows import WindowSchedule, strategy_names
 
 from ._api import CATEGORY, io, png_to_image, ui
 

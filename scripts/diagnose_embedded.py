@@ -1,4 +1,4 @@
-"""Denoising diagnostics of a shapes-world flow model (:mod:`mixgrpo.diagnose`): at which noise levels
+"""Denoising diagnostics of a shapes-world flow model (:mod:`mixgrpo.shapes.diagnose`): at which noise levels
 does it lose the shapes?
 
     python scripts/diagnose_embedded.py [MODEL_DIR] [--repeats 2]
@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixgrpo.diagnose import denoising_report, format_report  # noqa: E402
+from mixgrpo.cli import add_debug_flag, run_command  # noqa: E402
+from mixgrpo.shapes.diagnose import denoising_report, format_report  # noqa: E402
 from mixgrpo.models import load_flow_model  # noqa: E402
 from mixgrpo.models.embedded import EMBEDDED_DIR, RESOLUTION, SHIFT  # noqa: E402
 from mixgrpo.shapes import test_prompts  # noqa: E402
@@ -29,6 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--shift", type=float, default=SHIFT)
     parser.add_argument("--seed", type=int, default=123)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     model = load_flow_model(args.model, device="cpu")
     prompts = test_prompts() * args.repeats
@@ -39,4 +41,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

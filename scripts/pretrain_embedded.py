@@ -9,9 +9,9 @@ Stages (each prints its loss curve):
    the renderer's per-kind coverage masks).
    Options for a decoder that forgives a flow model's imprecise latents: ``--vae-perturb`` trains it
    on noised and blurred latents (:func:`perturb_latents`), ``--vae-semantic`` lets only the anchored
-   channels reach it (:func:`hide_free_channels`), ``--vae-snap`` also asks it to decode a warped
-   copy's latents to the original render (:func:`warp_images`), ``--vae-anchor-blur`` smooths the
-   anchors' targets (:func:`smooth_field`). Measured in the README's probe table.
+   channels reach it (:func:`hide_free_channels`), ``--vae-anchor-blur`` smooths the anchors'
+   targets (:func:`smooth_field`). Measured in the README's probe table. The stage's functions live
+   in :mod:`mixgrpo.shapes.pretrain_vae`.
    Then ``shift_factor``/``scaling_factor`` are set from the latent mean/std so latents are ≈ N(0, 1).
 3. **Text encoders**, alone (``--text-steps``): linear heads on CLIP's pooled output and the mean T5
    token classify every attribute of the prompt — each group's shape, colour, count, position, and the
@@ -61,7 +61,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -79,13 +78,14 @@ from mixgrpo.models.embedded import (  # noqa: E402
 )
 from mixgrpo.models.flux import image_ids, pack_latents, unpack_latents  # noqa: E402
 from mixgrpo.models.tiny import build_tiny_flux  # noqa: E402
-from mixgrpo.schedule import shift_time  # noqa: E402
+from mixgrpo.algorithm.schedule import shift_time  # noqa: E402
 from mixgrpo.shapes import render_batch, test_prompts, train_prompts  # noqa: E402
-
-
-def log_curve(name: str, step: int, total: int, losses: list[float], started: float) -> None:
-    recent = sum(losses[-50:]) / len(losses[-50:])
-    print(f"[{name}] step {step:5d}/{total}  loss {recent:.5f}  {time.time() - started:6.0f}s", flush=True)
+from mixgrpo.shapes.pretrain_vae import (  # noqa: E402
+    encode_latents,
+    log_curve,
+    reconstruction_reward,
+    train_vae,
+)
 
 
 def make_dataset(prompts: list[str], renders: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -99,154 +99,6 @@ def make_dataset(prompts: list[str], renders: int, seed: int) -> tuple[torch.Ten
         masks.append((batch_masks * 255).round().to(torch.uint8))
         owners += list(range(len(prompts)))
     return torch.cat(images) * 2 - 1, torch.cat(masks), owners
-
-
-def smooth_field(field: torch.Tensor, width: float) -> torch.Tensor:
-    """A Gaussian blur of ``width`` latent cells (none at 0): the anchors' targets with
-    ``--vae-anchor-blur``, so colour and shape kind are smooth bumps the flow model can draw, and the
-    decoder learns to render the crisp outline a bump stands for."""
-    if width <= 0:
-        return field
-    return TF.gaussian_blur(field, 2 * int(2 * width + 0.5) + 1, width)
-
-
-def colour_anchor(mean: torch.Tensor, x: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
-    """``‖μ[:, :3] − 2·avgpool₈(x)‖²``: latent channels 0–2 carry each 8×8 patch's mean colour.
-
-    Colour then lives in three large, linear latent directions instead of small, entangled ones, so
-    the flow model's errors shift colours far less and colour words map to latents simply.
-    """
-    return F.mse_loss(mean[:, :3], smooth_field(2 * F.avg_pool2d(x, 8), smooth))
-
-
-def shape_anchor(mean: torch.Tensor, masks: torch.Tensor, smooth: float = 0.0) -> torch.Tensor:
-    """``‖μ[:, 3:6] − 2·avgpool₈(2m − 1)‖²``: channels 3–5 carry how much of each 8×8 patch is covered
-    by a circle, a square, a triangle (``m``: the renderer's coverage masks, :func:`draw_shape_masks`).
-
-    Shape kind then lives in large latent directions, like colour: a flow model that puts a
-    roughly right blob in the "square" channel gets a square from the decoder, which learns to draw
-    crisp edges of the kind the channel names.
-    """
-    return F.mse_loss(mean[:, 3:6], smooth_field(2 * F.avg_pool2d(2 * masks - 1, 8), smooth))
-
-
-def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, beta: float, crop: int, gen,
-              anchor: float = 0.0, masks: torch.Tensor | None = None, shape_weight: float = 0.0,
-              perturb: bool = False, semantic: bool = False, snap: float = 0.0, smooth: float = 0.0) -> None:
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    losses, started = [], time.time()
-    vae.train()
-    side = min(crop, images.shape[-1])
-    device = next(vae.parameters()).device
-    for step in range(1, steps + 1):
-        # random crops: the VAE is fully convolutional, and 64² crops cost a quarter of full images
-        top, left = torch.randint(0, images.shape[-1] - side + 1, (2,), generator=gen).tolist()
-        pick = torch.randint(len(images), (batch,), generator=gen)
-        x = images[pick, :, top:top + side, left:left + side].to(device)
-        posterior = vae.encode(x).latent_dist
-        eps = torch.randn(posterior.mean.shape, generator=gen).to(device)
-        z = posterior.mean + posterior.std * eps
-        if snap > 0:  # half the batch: the decoder gets the latents of a warped copy, and must draw the original
-            half = batch // 2
-            with torch.no_grad():
-                warped = vae.encode(warp_images(x[half:], gen, snap)).latent_dist.mode()
-            z = torch.cat([z[:half], warped])
-        if semantic:
-            z = hide_free_channels(z, gen)
-        if perturb:
-            z = perturb_latents(z, gen)
-        recon = vae.decode(z).sample
-        loss = F.mse_loss(recon, x) + beta * posterior.kl().mean() / x[0].numel()
-        if anchor > 0:
-            loss = loss + anchor * colour_anchor(posterior.mean, x, smooth)
-        if semantic:
-            loss = loss + anchor * posterior.mean[:, ANCHORED_CHANNELS:].square().mean()
-        if shape_weight > 0:
-            m = masks[pick, :, top:top + side, left:left + side].to(device).float() / 255
-            loss = loss + shape_weight * shape_anchor(posterior.mean, m, smooth)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == steps:
-            log_curve("vae", step, steps, losses, started)
-    vae.eval()
-
-
-def warp_images(x: torch.Tensor, gen, amplitude: float) -> torch.Tensor:
-    """A smooth random warp: a 4×4 grid of displacements ``~ N(0, (u·amplitude)²)`` per sample
-    (``u ~ U(0, 1)``, in units of half the side), upsampled bicubically and applied with
-    ``grid_sample``. Shapes come out as the dented, bulging blobs a small flow model draws."""
-    batch, _, h, w = x.shape
-    scale = amplitude * torch.rand(batch, 1, 1, 1, generator=gen)
-    coarse = torch.randn(batch, 2, 4, 4, generator=gen) * scale
-    shift = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    grid = torch.stack([xs, ys], dim=-1)[None] + shift
-    return F.grid_sample(x, grid.to(x), mode="bilinear", padding_mode="border", align_corners=True)
-
-
-ANCHORED_CHANNELS = 6  # colour (0-2) and shape kind (3-5)
-
-
-def hide_free_channels(z: torch.Tensor, gen) -> torch.Tensor:
-    """``--vae-semantic``: the decoder sees noise in every channel past the anchored ones, so it
-    draws the picture from colour and shape-kind coverage alone, and the encoder (pulled to 0 there)
-    leaves them empty. The flow model then has six smooth, low-frequency fields to generate — where
-    a thing is, what colour, what kind — instead of sixteen entangled ones."""
-    free = torch.randn(z[:, ANCHORED_CHANNELS:].shape, generator=gen).to(z) * z[:, :ANCHORED_CHANNELS].detach().std()
-    return torch.cat([z[:, :ANCHORED_CHANNELS], free], dim=1)
-
-
-PERTURB_NOISE = 0.4          # largest added noise, in units of the batch's latent std
-PERTURB_BLUR = (0.4, 1.2)    # Gaussian blur width of the latents, in latent cells
-PERTURB_BLUR_SHARE = 0.5     # share of the batch that is blurred
-
-
-def perturb_latents(z: torch.Tensor, gen) -> torch.Tensor:
-    """What the decoder trains on with ``--vae-perturb``: ``z + u·std(z)·ε``, ``u ~ U(0, 0.4)`` per
-    sample, then half the batch blurred with a Gaussian of width ``s ~ U(0.4, 1.2)`` latent cells.
-
-    A small flow model's samples are imprecise versions of real latents. A decoder that only ever
-    saw exact latents draws a blurred latent as an irregular blob; trained on perturbed ones it maps
-    them back to the crisp render (test renders with latents blurred by one cell: 0.76 against 0.27
-    without, with the shape anchor on). The flow model's errors are dents in the outline rather
-    than blur, so on its own this lifted the sampled reward less (README, probe table).
-    """
-    batch = z.shape[0]
-    strength = PERTURB_NOISE * torch.rand(batch, 1, 1, 1, generator=gen).to(z)
-    z = z + strength * z.detach().std() * torch.randn(z.shape, generator=gen).to(z)
-    lo, hi = PERTURB_BLUR
-    blurred = TF.gaussian_blur(z, 5, lo + (hi - lo) * float(torch.rand(1, generator=gen)))
-    pick = (torch.rand(batch, generator=gen) < PERTURB_BLUR_SHARE).to(z.device)[:, None, None, None]
-    return torch.where(pick, blurred, z)
-
-
-@torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, batch: int = 128, keep_normalisation: bool = False) -> torch.Tensor:
-    """Posterior means, then normalised like FLUX: ``z = (μ − shift)·scale`` ≈ N(0, 1) (``shift`` and
-    ``scale`` set from these latents, or kept from the VAE's config with ``keep_normalisation``)."""
-    device = next(vae.parameters()).device
-    mus = torch.cat([vae.encode(images[i:i + batch].to(device)).latent_dist.mode().cpu()
-                     for i in range(0, len(images), batch)])
-    if not keep_normalisation:
-        vae.register_to_config(shift_factor=mus.mean().item(), scaling_factor=1.0 / mus.std().item())
-    return (mus - vae.config.shift_factor) * vae.config.scaling_factor
-
-
-@torch.no_grad()
-def reconstruction_reward(vae, seed: int) -> float:
-    """Mean shapes reward of VAE round trips of test-prompt renders: the ceiling the VAE puts on samples."""
-    from mixgrpo.shapes import score_shapes
-
-    prompts = test_prompts()
-    images = render_batch(prompts, RESOLUTION, seed=seed + 7)
-    device = next(vae.parameters()).device
-    recon = vae.decode(vae.encode(images.to(device) * 2 - 1).latent_dist.mode()).sample
-    return float(score_shapes(((recon.cpu() + 1) / 2).clamp(0, 1), prompts)[0].mean())
 
 
 def text_conditioning(pipe, ids_clip: torch.Tensor, ids_t5: torch.Tensor):
@@ -399,7 +251,7 @@ def train_flow(pipe, latents, owners, ids_clip, ids_t5, steps: int, batch: int, 
 
 def evaluate(folder: Path, seeds: int, grid: Path | None, device: str, **guidance) -> dict:
     """Test reward at the default sampling (25-step ODE, the guidance the folder records unless given)."""
-    from mixgrpo.evaluate import evaluate_shapes
+    from mixgrpo.shapes.evaluation import evaluate_shapes
     from mixgrpo.plots import save_sample_grid
     from mixgrpo.models import load_flow_model
 
@@ -433,9 +285,6 @@ def main(argv=None) -> None:
     parser.add_argument("--vae-semantic", action="store_true",
                         help="only the anchored channels (colour 0-2, shape kind 3-5) carry the picture; the "
                              "others are noise to the decoder and pulled to 0 in the encoder (hide_free_channels)")
-    parser.add_argument("--vae-snap", type=float, default=0.0,
-                        help="warp amplitude (half-sides) of the snapping task: half of each decoder batch "
-                             "decodes a warped copy's latents to the original render (0: off)")
     parser.add_argument("--vae-anchor-blur", type=float, default=0.0,
                         help="Gaussian width (latent cells) of the colour and shape anchors' targets (0: off)")
     parser.add_argument("--text-steps", type=int, default=600,
@@ -495,7 +344,7 @@ def main(argv=None) -> None:
     if base is None:
         train_vae(pipe.vae, images, args.vae_steps, args.vae_batch, args.vae_lr, args.vae_beta, args.vae_crop, gen,
                   args.vae_anchor, masks, args.vae_shape_anchor, args.vae_perturb, args.vae_semantic,
-                  args.vae_snap, args.vae_anchor_blur)
+                  args.vae_anchor_blur)
     del masks  # only the VAE's shape anchor needs them
     latents = encode_latents(pipe.vae, images, keep_normalisation=base is not None)
     pipe.vae.requires_grad_(False)

@@ -25,18 +25,14 @@ from safetensors.torch import load_file, save_file
 
 from mixgrpo.cli import one_line
 from mixgrpo.errors import ResumeError
-
-
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    root = Path(run_dir) / "checkpoints"
-    return sorted(p for p in root.glob("iter-*") if p.is_dir() and not p.name.endswith(".tmp"))
+from mixgrpo.run_folder import RunFolder
 
 
 def save_checkpoint(run_dir: Path, iteration: int, params: dict[str, torch.Tensor], optimizer, state: dict,
                     keep: int = 2) -> Path:
-    root = Path(run_dir) / "checkpoints"
-    final = root / f"iter-{iteration:06d}"
-    tmp = root / f"iter-{iteration:06d}.tmp"
+    folder = RunFolder(run_dir)
+    final = folder.checkpoint(iteration)
+    tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "weights.safetensors"))
@@ -48,7 +44,7 @@ def save_checkpoint(run_dir: Path, iteration: int, params: dict[str, torch.Tenso
             os.fsync(handle.fileno())
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    for old in checkpoint_dirs(run_dir)[:-keep]:
+    for old in folder.checkpoint_dirs()[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -110,7 +106,7 @@ def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optim
     Each damaged one is reported through ``warn`` and skipped; when every one is damaged, a
     :class:`CheckpointDamaged` lists them all.
     """
-    folders = checkpoint_dirs(run_dir)
+    folders = RunFolder(run_dir).checkpoint_dirs()
     problems = []
     for folder in reversed(folders):
         try:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from mixgrpo.algorithms import ALGORITHMS, algorithm_names, defaults_table
+from mixgrpo.algorithm.algorithms import ALGORITHMS, algorithm_names, defaults_table
+from mixgrpo.algorithm.steps import ODE_SOLVERS
 from mixgrpo.cli import add_debug_flag
 from mixgrpo.errors import MixGRPOError
 from mixgrpo.rewards.registry import parse_reward_options
-from mixgrpo.windows import strategy_names
+from mixgrpo.algorithm.windows import strategy_names
 
 
 class ConfigError(MixGRPOError, ValueError):
@@ -35,7 +36,7 @@ def check_launch(environ=os.environ) -> None:
     """Refuse an ``accelerate launch`` that asks for FSDP or DeepSpeed sharding.
 
     The loop replicates the model on every process and averages gradients with its own
-    all-reduce (:class:`trainer.loop.Processes`); it never hands the model to ``Accelerator.prepare``.
+    all-reduce (:class:`trainer.processes.Processes`); it never hands the model to ``Accelerator.prepare``.
     Under an FSDP or DeepSpeed launch config nothing would be sharded, and a full fine-tune of
     FLUX.1-dev would run out of memory after the model loaded, so the launch stops here instead.
     """
@@ -79,7 +80,11 @@ FRACTION = Range(0, 1, low_open=True)
 
 
 def _f(default, help, valid: Range | None = None, **kw):
-    """A config field: ``help`` (a string, or a callable for text read from a registry), valid range, choices."""
+    """A config field: ``help`` (a string, or a callable for text read from a registry), valid range, choices.
+
+    A field that defaults to ``None`` ("unset") names its ``type`` and says in ``unset`` what an unset
+    value means (a string, or a callable: e.g. each algorithm's own value, read from the registry).
+    """
     metadata = {"help": help, "valid": valid, **kw}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=metadata)
@@ -91,6 +96,9 @@ def help_text(f: dataclasses.Field) -> str:
     text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
     if f.metadata.get("valid") is not None:
         text += f" [valid: {f.metadata['valid']}]"
+    if f.default is None:
+        unset = f.metadata["unset"]
+        return f"{text} (default: {unset() if callable(unset) else unset})"
     return f"{text} (default: {default_of(f)!r})"
 
 
@@ -117,8 +125,9 @@ class TrainConfig:
                               choices=("no", "bf16", "fp16"))
     attention: str = _f("sdpa", "sdpa | xformers (CUDA only)", choices=("sdpa", "xformers"))
     quantize_timesteps: bool = _f(False, "feed the model floor(1000σ)/1000 as the official release does")
-    cfg_scale: float = _f(0.0, "classifier-free guidance scale of every rollout (the policy is the guided "
-                               "field); 0 = the model's own (its mixgrpo.json, else 1 = none)", NON_NEGATIVE)
+    cfg_scale: float | None = _f(None, "classifier-free guidance scale of every rollout (the policy is the guided "
+                                       "field; 1 = no guidance)", POSITIVE, type=float,
+                                 unset="the model's own: its mixgrpo.json, else 1")
     # -- algorithm -------------------------------------------------------------------------
     algo: str = _f("mixgrpo", lambda: "training algorithm: " + ", ".join(
                    f"{a.name} = {a.display_name}" for a in ALGORITHMS.values()), choices=algorithm_names)
@@ -130,17 +139,18 @@ class TrainConfig:
     stride: int = _f(1, "steps the window moves each time", AT_LEAST_ONE)
     steps: int = _f(25, "sampling steps T", Range(2))
     shift: float = _f(3.0, "time shift s of the σ grid", POSITIVE)
-    eta: float = _f(0.0, lambda: f"SDE noise level η; 0 = the algorithm's own ({defaults_table('eta')})",
-                    Range(0, 10))
-    compression: float = _f(0.0, lambda: "Flash compression r̃ after the window; 0 = the algorithm's own "
-                                         f"({defaults_table('compression')})", Range(0, 1))
-    solver: str = _f("", lambda: "ODE solver after the window: euler | dpm2m | dpm2m_heun; '' = the algorithm's "
-                                 f"own ({defaults_table('solver')})", choices=("", "euler", "dpm2m", "dpm2m_heun"))
+    eta: float | None = _f(None, "SDE noise level η", Range(0, 10, low_open=True), type=float,
+                           unset=lambda: f"the algorithm's own: {defaults_table('eta')}")
+    compression: float | None = _f(None, "Flash compression r̃ of the grid after the window (1 = off)",
+                                   FRACTION, type=float,
+                                   unset=lambda: f"the algorithm's own: {defaults_table('compression')}")
+    solver: str | None = _f(None, lambda: f"ODE solver after the window: {' | '.join(ODE_SOLVERS)}", type=str,
+                            choices=ODE_SOLVERS, unset=lambda: f"the algorithm's own: {defaults_table('solver')}")
     share_trunk: bool = _f(True, "run the steps before the window once per group (same samples, fewer NFEs); "
                                  "off only to measure what sharing saves")
     dance_fraction: float = _f(0.6, "DanceGRPO: fraction of the T − 1 steps each sample trains", FRACTION)
-    dance_first: int = _f(0, "DanceGRPO: train the first k steps of every sample instead (25/4*); 0 = random steps",
-                          NON_NEGATIVE)
+    dance_first: int | None = _f(None, "DanceGRPO: train the first k steps of every sample (25/4*)", AT_LEAST_ONE,
+                                 type=int, unset="a random dance_fraction of the steps per sample")
     # -- GRPO -------------------------------------------------------------------------------
     group_size: int = _f(8, "samples per prompt (N); all share the initial noise", Range(2))
     prompts_per_iter: int = _f(4, "prompt groups per iteration (over all processes)", AT_LEAST_ONE)
@@ -164,17 +174,20 @@ class TrainConfig:
     micro_batch: int = _f(16, "samples per forward/backward pass (gradient accumulation fills a part)", AT_LEAST_ONE)
     max_nan_updates: int = _f(3, "stop after this many consecutive NaN losses or gradients", AT_LEAST_ONE)
     # -- data, evaluation, run ---------------------------------------------------------------
-    prompts: str = _f("", "text file with one training prompt per line; empty = the shapes train split")
-    eval_prompts: str = _f("", "text file of evaluation prompts; empty = the shapes test split")
+    prompts: str | None = _f(None, "text file with one training prompt per line", type=str,
+                             unset="the shapes train split")
+    eval_prompts: str | None = _f(None, "text file of evaluation prompts", type=str, unset="the shapes test split")
     eval_seeds: int = _f(2, "fixed seeds per evaluation prompt", AT_LEAST_ONE)
     eval_every: int = _f(20, "evaluate (and write a sample grid) every this many iterations; 0 = start/end only",
                          NON_NEGATIVE)
     checkpoint_every: int = _f(20, "checkpoint every this many iterations (and at the end)", AT_LEAST_ONE)
     keep_checkpoints: int = _f(2, "how many checkpoints to keep", AT_LEAST_ONE)
     run_dir: str = _f("runs", "parent folder of run folders")
-    name: str = _f("", "run name (default: <algo>-<time>)")
-    resume: str = _f("", "run folder to resume exactly where its last checkpoint stopped")
-    export_comfyui: str = _f("", "ComfyUI folder to copy the result into (models/loras or models/diffusion_models)")
+    name: str | None = _f(None, "run name", type=str, unset="<algo>-<date>-<time>")
+    resume: str | None = _f(None, "run folder to resume exactly where its last checkpoint stopped", type=str,
+                            unset="a new run")
+    export_comfyui: str | None = _f(None, "ComfyUI folder to copy the result into (models/loras or "
+                                          "models/diffusion_models)", type=str, unset="no copy")
     seed: int = _f(0, "seed of prompts, noise, windows and LoRA init")
     device: str = _f("auto", "auto | cpu | cuda | cuda:<index>")
 
@@ -183,13 +196,13 @@ class TrainConfig:
         check_launch()
         if self.group_size < 2:
             raise ConfigError(f"group_size must be ≥ 2: GRPO compares samples within a group (got {self.group_size}).")
-        if self.cfg_scale < 0:
-            raise ConfigError(f"cfg_scale must be ≥ 0 (0: the model's own, 1: no guidance); got {self.cfg_scale}.")
         for f in fields(self):
-            choices = _choices(f)
-            if choices is not None and getattr(self, f.name) not in choices:
+            choices, value = _choices(f), getattr(self, f.name)
+            if value is None and f.default is None:  # unset: the algorithm's, model's or run's own
+                continue
+            if choices is not None and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(map(repr, choices))}, got {getattr(self, f.name)!r}.")
-            valid, value = f.metadata.get("valid"), getattr(self, f.name)
+            valid = f.metadata.get("valid")
             if valid is not None and value not in valid:
                 raise ConfigError(f"{f.name} must lie in {valid}, got {value} (--{f.name.replace('_', '-')}).")
         self.check_window()
@@ -231,7 +244,7 @@ class TrainConfig:
 
 
 def _field_types() -> dict[str, type]:
-    return {f.name: type(default_of(f)) for f in fields(TrainConfig)}
+    return {f.name: f.metadata.get("type") or type(default_of(f)) for f in fields(TrainConfig)}
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -259,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
-            parser.add_argument(flag, type=type(f.default), choices=_choices(f), **kwargs)
+            parser.add_argument(flag, type=_field_types()[f.name], choices=_choices(f), **kwargs)
     return parser
 
 
@@ -273,11 +286,33 @@ def parse_config(argv=None) -> TrainConfig:
     values["reward_options"] = merge_reward_options(values.get("reward_options") or {}, flagged_options)
     types = _field_types()
     try:
-        config = TrainConfig(**{k: types[k](v) if types[k] is not bool else bool(v) for k, v in values.items()})
+        config = TrainConfig(**{k: _convert(v, types[k]) for k, v in values.items()})
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad config value: {error}") from None
     config.validate()
     return config
+
+
+def _convert(value, kind: type):
+    if value is None:
+        return None
+    return bool(value) if kind is bool else kind(value)
+
+
+# fields whose "unset" was written as 0 or "" by earlier versions (config.yaml of older runs)
+LEGACY_UNSET = {"cfg_scale": 0, "eta": 0, "compression": 0, "solver": "", "dance_first": 0, "prompts": "",
+                "eval_prompts": "", "name": "", "resume": "", "export_comfyui": ""}
+
+
+def saved_config(values: dict, **overrides) -> TrainConfig:
+    """The config a run saved in its ``config.yaml`` (older runs' 0 / "" for "unset" read as unset)."""
+    known = _field_types()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"the saved config has unknown key(s) {unknown}; a newer trainer wrote it.")
+    values = {k: None if k in LEGACY_UNSET and v == LEGACY_UNSET[k] and not isinstance(v, bool) else v
+              for k, v in values.items()}
+    return TrainConfig(**{**values, **overrides})
 
 
 def merge_reward_options(base: dict, override: dict) -> dict:

@@ -13,16 +13,16 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 from mixgrpo.cli import add_debug_flag, run_command
-from mixgrpo.evaluate import sample_images
+from mixgrpo.evaluation import evaluate
 from mixgrpo.plots import save_sample_grid
+from mixgrpo.run_folder import RunFolder
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, saved_config
 from .data import evaluation_prompts
+from .loop import load_model, spread
 from .outputs import load_lora_into
-from .run import load_model
 
 
 def hybrid_velocity(model, trained_until: float):
@@ -35,18 +35,13 @@ def hybrid_velocity(model, trained_until: float):
     return velocity
 
 
-def score(images, prompts, rewards) -> dict:
-    out = {}
-    for reward, _ in rewards:
-        result = reward(images, prompts)
-        out[reward.name] = float(torch.nanmean(result.scores))
-        categories = {}
-        for s, d in zip(result.scores.tolist(), result.details):
-            if "category" in d:
-                categories.setdefault(d["category"], []).append(s)
-        for category, values in sorted(categories.items()):
-            out[f"{reward.name}/{category}"] = sum(values) / len(values)
-    return out
+def table_row(scores) -> dict:
+    """``{reward: mean, "reward/category": mean, …}``: one row of the table."""
+    row = {}
+    for name, mean in scores.means().items():
+        row[name] = mean
+        row.update({f"{name}/{category}": value for category, value in scores.per_category(name).items()})
+    return row
 
 
 def main(argv=None) -> dict:
@@ -59,18 +54,17 @@ def main(argv=None) -> dict:
 
     from mixgrpo.rewards import load_rewards
 
-    if not (args.run / "config.yaml").is_file():
-        raise ConfigError(f"{args.run} holds no config.yaml; pass the folder of a run written by trainer.run.")
-    cfg = TrainConfig(**yaml.safe_load((args.run / "config.yaml").read_text()))
+    folder = RunFolder(args.run)
+    cfg = saved_config(folder.read_config())
     if cfg.full_finetune:
         raise ConfigError("trainer.eval compares a LoRA with its base; for a full fine-tune load "
                           f"{args.run / 'transformer'} in place of the base transformer.")
-    if not (args.run / "lora" / "pytorch_lora_weights.safetensors").is_file():
-        raise ConfigError(f"{args.run / 'lora'} holds no pytorch_lora_weights.safetensors: the run has not finished. "
+    if not (folder.lora / "pytorch_lora_weights.safetensors").is_file():
+        raise ConfigError(f"{folder.lora} holds no pytorch_lora_weights.safetensors: the run has not finished. "
                           f"Resume it first: python -m trainer.run --resume {args.run}")
     rewards = load_rewards(cfg.reward, options=cfg.reward_options)
     model = load_model(cfg)
-    load_lora_into(model, args.run / "lora")
+    load_lora_into(model, folder.lora)
     prompts = evaluation_prompts(cfg.eval_prompts)
     sampling = dict(steps=cfg.steps, shift=cfg.shift, resolution=cfg.resolution)
 
@@ -89,14 +83,14 @@ def main(argv=None) -> dict:
         hybrid.velocity = hybrid_velocity(model, args.hybrid)
         variants[f"hybrid {args.hybrid:.0%}"] = hybrid
     for name, variant in variants.items():
-        images, texts = sample_images(variant, prompts, range(args.seeds), **sampling)
-        rows[name], grids[name] = score(images, texts, rewards), images
+        result = evaluate(variant, prompts, rewards, range(args.seeds), **sampling)
+        rows[name], grids[name], texts = table_row(result.scores), result.images, result.prompts
     keys = list(rows["base"])
     lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |" for name, row in rows.items()]
     table = f"Held-out evaluation of {args.run} ({len(prompts)} prompts × {args.seeds} seeds)\n\n" + "\n".join(lines) + "\n"
     (args.run / "eval.md").write_text(table)
-    picks = list(range(0, len(texts), max(1, len(texts) // 16)))[:16]
+    picks = spread(len(texts), 16)
     images = torch.stack([grids[v][i] for i in picks for v in ("base", "trained")])
     save_sample_grid(images, [f"{v}: {texts[i]}" for i in picks for v in ("base", "trained")],
                      args.run / "eval_grid.png", columns=8)

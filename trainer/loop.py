@@ -1,354 +1,222 @@
-"""The training loop: rollout → decode and score → group advantages → PPO-clip updates → next window.
+"""One training run, top to bottom: build, resume, evaluate, iterate (checkpoint, evaluate), evaluate, export.
 
-One iteration (docs/algorithm.md §3–4):
-
-1. ``prompts_per_iter`` prompts, each a group of ``group_size`` samples sharing one initial noise;
-   the mixed SDE/ODE rollout runs the pre-window trunk once per group and records the window.
-2. Images are decoded and scored by every reward; failed (NaN) samples are dropped with a warning.
-3. Advantages: z-score per reward within each group, weighted, clamped.
-4. ``updates_per_iter`` optimizer steps over disjoint parts of the samples (micro-batches with
-   gradient accumulation); loss ``mean(max(−A·r, −A·clip(r, 1 ± ε))) + β·KL``. On the first
-   micro-batch the policy is the rollout policy, so ``max|log r|`` is logged as the numerics bar.
-5. The window schedule advances.
-
-Every random draw of an iteration derives from (seed, iteration, purpose) (:mod:`mixgrpo.seeds`), so a resumed
-run repeats exactly.
+Everything the run leaves goes into its :class:`mixgrpo.run_folder.RunFolder`. One iteration is
+:meth:`trainer.iteration.Trainer.next_iteration`. With several processes only the main one
+evaluates and writes files; all of them train, checkpoint at the same iterations and stop together.
 """
 
 from __future__ import annotations
 
-import math
-import time
-import warnings
-
 import torch
 
-from mixgrpo import (WindowSchedule, build_plan, dance_train_steps, get_algorithm, group_advantages, mixed_rollout,
-                     ppo_clip_loss, seeds)
-from mixgrpo.cli import one_line
-from mixgrpo.errors import MixGRPOError, TrainingStopped
-from mixgrpo.grpo import kl_to_reference
-from mixgrpo.rollout import repeat_batch, select_rows, transition_mean_std
-from mixgrpo.steps import gaussian_log_prob
+from mixgrpo import get_algorithm
+from mixgrpo.errors import TrainingStopped
+from mixgrpo.evaluation import Evaluation, evaluate
+from mixgrpo.run_folder import RunFolder, grid_tag
 
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig, config_dict
+from .iteration import Trainer
 
 
-class Processes:
-    """This process's rank among ``world`` (``accelerate launch`` sets them; 1 process otherwise).
-
-    Samples ``0..G·N−1`` are split into equal contiguous slices, one per process, so a group may
-    span processes; rewards are gathered so advantages always see whole groups, and gradients are
-    averaged across processes after each backward pass.
-    """
-
-    def __init__(self):
-        from accelerate import PartialState
-
-        # without CUDA, a multi-process launch must ask for CPU (gloo) explicitly, or each process runs alone
-        state = PartialState(cpu=not torch.cuda.is_available())
-        self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
-        self.is_main = state.is_main_process
-
-    def _collective(self, operation, *args, **kwargs):
-        """Run a collective; a peer that died (killed, out of memory) becomes :class:`ProcessLost`.
-
-        Gloo and NCCL report a vanished peer as a ``RuntimeError`` ("Connection closed by peer").
-        """
-        try:
-            return operation(*args, **kwargs)
-        except RuntimeError as error:
-            raise ProcessLost(f"process {self.rank} of {self.world}: another process of this run stopped "
-                              f"({one_line(error)[:200]})") from None
-
-    def my_samples(self, total: int) -> range:
-        per = total // self.world
-        return range(self.rank * per, (self.rank + 1) * per)
-
-    def gather(self, local: torch.Tensor) -> torch.Tensor:
-        if self.world == 1:
-            return local
-        parts = [torch.empty_like(local) for _ in range(self.world)]
-        self._collective(torch.distributed.all_gather, parts, local.contiguous())
-        return torch.cat(parts)
-
-    def average_gradients(self, params) -> None:
-        if self.world == 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            self._collective(torch.distributed.all_reduce, p.grad)
-            p.grad /= self.world
-
-    def max_int(self, value: int) -> int:
-        """The largest ``value`` over all processes (one all-reduce; every process must call it)."""
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
-        self._collective(torch.distributed.all_reduce, tensor, op=torch.distributed.ReduceOp.MAX)
-        return int(tensor)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self._collective(torch.distributed.barrier)
+def resolve_model_path(name: str) -> str:
+    if name == "embedded":
+        from mixgrpo.models.embedded import EMBEDDED_DIR
+        return str(EMBEDDED_DIR)
+    return name
 
 
-class ProcessLost(MixGRPOError, RuntimeError):
-    """Another process of a multi-process run died; this one cannot go on alone."""
+def resolve_device(cfg: TrainConfig) -> str:
+    if cfg.device != "auto":
+        return cfg.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class Trainer:
-    """Holds the model, rewards, optimizer and schedules of one run; :meth:`iteration` does one step."""
+def load_model(cfg: TrainConfig, device: str = "cpu"):
+    """The config's model as an adapter: its guidance scale when ``cfg_scale`` is set, else the model's own."""
+    from mixgrpo.models import load_flow_model
 
-    def __init__(self, config: TrainConfig, model, rewards, prompts: list[str], params: list[torch.nn.Parameter]):
-        self.cfg, self.model, self.rewards, self.prompts = config, model, rewards, prompts
-        self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.algorithm = get_algorithm(config.algo)
-        self.windows = WindowSchedule(num_steps=config.steps, size=config.window,
-                                      strategy=self.algorithm.strategy(config.window_strategy),
-                                      shift_interval=config.shift_interval, stride=config.stride,
-                                      start=config.window_start, seed=config.seed)
-        self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
-        self.nan_updates = 0
-        self.failed_iterations = 0  # consecutive iterations in which every reward failed
-        self.processes = Processes()
-        samples = config.group_size * config.prompts_per_iter
-        if samples % (self.processes.world * config.updates_per_iter):
-            raise ConfigError(f"{samples} samples per iteration do not split into {self.processes.world} processes × "
-                             f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
-                             "updates_per_iter.")
-
-    # -- pieces ------------------------------------------------------------------------------
-    def plan(self, left: int):
-        cfg = self.cfg
-        options = {}
-        if cfg.eta > 0:
-            options["eta"] = cfg.eta
-        if cfg.compression > 0:
-            options["compression"] = cfg.compression
-        if cfg.solver:
-            options["solver"] = cfg.solver
-        return build_plan(cfg.algo, num_steps=cfg.steps, shift=cfg.shift, window_start=left,
-                          window_size=cfg.window, **options)
-
-    def conditioning(self, prompt_ids: list[int]) -> dict[str, torch.Tensor]:
-        """Text conditioning per prompt, encoded once and cached (text encoders run only for new prompts)."""
-        missing = [i for i in dict.fromkeys(prompt_ids) if i not in self.cond_cache]
-        if missing:
-            encoded = self.model.encode_prompts([self.prompts[i] for i in missing])
-            for row, i in enumerate(missing):
-                self.cond_cache[i] = {k: v[row:row + 1] for k, v in encoded.items()}
-        return {k: torch.cat([self.cond_cache[i][k] for i in prompt_ids]) for k in self.cond_cache[prompt_ids[0]]}
-
-    def score(self, images: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
-        out = {}
-        for reward, _ in self.rewards:
-            result = reward(images, prompts)
-            out[reward.name] = reward.normalization(result.scores.float())
-        return out
-
-    def trained_rows(self, samples: range, total: int, iteration: int, steps: list[int]) -> dict[int, torch.Tensor] | None:
-        """DanceGRPO: each sample trains its own random subset of steps (None: every sample every step).
-
-        Subsets are drawn for all ``total`` samples of the iteration, then this process's ``samples``
-        are taken (local row indices), so the split between processes changes nothing.
-        """
-        if not self.algorithm.sde_everywhere:
-            return None
-        gen = seeds.generator(self.cfg.seed, iteration, "dance_steps")
-        picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen,
-                                  first_only=self.cfg.dance_first or None)[samples.start:samples.stop]
-        return {s: torch.tensor([r for r in range(len(picks)) if s in picks[r]], dtype=torch.long) for s in steps}
-
-    def velocity(self, x, sigma, cond):
-        """The policy's velocity, under bf16/fp16 autocast when asked (rollout and training alike)."""
-        precision = self.cfg.mixed_precision
-        if precision == "no" or self.model.device.type != "cuda":
-            return self.model.velocity(x, sigma, cond)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        with torch.autocast("cuda", dtype=dtype):
-            return self.model.velocity(x, sigma, cond)
-
-    def rollout_members(self, plan, noise, cond, members: range, n: int, iteration: int):
-        """Roll out the samples ``members`` (global indices, group-major) of this process.
-
-        Each group's members share the group's noise and trunk; consecutive groups with the same
-        number of members here run as one batch. Per-member generators make every sample's
-        trajectory independent of how samples are split between processes.
-        """
-        from mixgrpo.rollout import Rollout, Transition
-
-        cfg, model = self.cfg, self.model
-        runs: list[tuple[list[int], int]] = []  # (groups, members per group)
-        for g in range(len(noise)):
-            count = len(range(max(members.start, g * n), min(members.stop, (g + 1) * n)))
-            if count == 0:
-                continue
-            if runs and runs[-1][1] == count:
-                runs[-1][0].append(g)
-            else:
-                runs.append(([g], count))
-        outs = []
-        for groups, count in runs:
-            ids = [m for g in groups for m in range(max(members.start, g * n), min(members.stop, (g + 1) * n))]
-            gens = [seeds.generator(cfg.seed, iteration, "sde_noise", m, device=model.device) for m in ids]
-            group_cond = {k: v[groups] for k, v in cond.items()}
-            outs.append(mixed_rollout(self.velocity, noise[groups].to(model.device), plan, group_cond,
-                                      group_size=count, generator=gens, share_trunk=cfg.share_trunk))
-        if len(outs) == 1:
-            return outs[0]
-        transitions = [Transition(t.step, t.sigma, t.sigma_next, *(torch.cat([o.transitions[i][f] for o in outs])
-                                                                    for f in (3, 4, 5)))
-                       for i, t in enumerate(outs[0].transitions)]
-        return Rollout(samples=torch.cat([o.samples for o in outs]), transitions=transitions, nfe=outs[0].nfe,
-                       network_evals=sum(o.network_evals for o in outs), num_groups=len(noise), group_size=n)
-
-    # -- the iteration -----------------------------------------------------------------------
-    def iteration(self, iteration: int, prompt_ids: list[int]) -> dict:
-        cfg, model = self.cfg, self.model
-        started = time.perf_counter()
-        left = self.windows.left
-        plan = self.plan(left)
-        groups, n = len(prompt_ids), cfg.group_size
-        latent = model.latent_shape(cfg.resolution, cfg.resolution)
-        noise = torch.randn(groups, *latent, generator=seeds.generator(cfg.seed, iteration, "initial_noise"))
-        cond = self.conditioning(prompt_ids)
-        mine = self.processes.my_samples(groups * n)
-        model.transformer.eval()
-        rollout = self.rollout_members(plan, noise, cond, mine, n, iteration)
-        rollout_s = time.perf_counter() - started
-
-        texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
-        with torch.no_grad():
-            images = torch.cat([model.decode(rollout.samples[i:i + 32]) for i in range(0, len(mine), 32)])
-        local = self.score(images, texts[mine.start:mine.stop])
-        rewards = {name: self.processes.gather(r.to(self.processes.device)).cpu() for name, r in local.items()}
-        weights = {reward.name: w for reward, w in self.rewards}
-        adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
-        failed = torch.isnan(adv)
-        self.check_failures(failed, iteration)
-        reward_s = time.perf_counter() - started - rollout_s
-
-        my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
-        # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
-        stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
-        self.windows.advance()
-        raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
-        return {"iteration": iteration + 1, "world_size": self.processes.world, "window_start": left, "nfe": rollout.nfe,
-                "network_evals": int(self.processes.gather(torch.tensor([rollout.network_evals],
-                                                                        device=self.processes.device)).sum()),
-                "reward": raw,
-                "advantages": [round(a, 6) for a in adv.tolist()],
-                "reward_mean": sum(weights[k] * v for k, v in raw.items()) / sum(weights.values()),
-                "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
-                "update_s": time.perf_counter() - started - rollout_s - reward_s,
-                "seconds": time.perf_counter() - started, **stats}
-
-    def check_failures(self, failed: torch.Tensor, iteration: int) -> None:
-        """Warn about samples whose reward failed; stop after ``max_failed_iterations`` wholly failed iterations.
-
-        A failed sample (NaN reward: the judge timed out, answered 500 or garbage) is left out of its
-        group's statistics. When every sample failed the iteration has nothing to learn from, so its
-        update is skipped; that many in a row means the reward is down, and the run stops.
-        """
-        if not failed.all():
-            self.failed_iterations = 0
-            if failed.any():
-                warnings.warn(f"iteration {iteration + 1}: {int(failed.sum())} of {len(failed)} sample(s) had no "
-                              "valid reward and are left out of their groups.")
-            return
-        self.failed_iterations += 1
-        warnings.warn(f"iteration {iteration + 1}: every sample's reward failed; its update is skipped "
-                      f"({self.failed_iterations} such iteration(s) in a row).")
-        if self.failed_iterations >= self.cfg.max_failed_iterations:
-            raise TrainingStopped(
-                f"every sample's reward failed in {self.failed_iterations} consecutive iterations (max_failed_iterations="
-                f"{self.cfg.max_failed_iterations}); check the reward ({self.cfg.reward}): is its server up and "
-                "answering {'score': number}? Then resume the run.")
-
-    def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float) -> dict | None:
-        """Back-propagate ``scale ·`` PPO-clip (+ β·KL) loss over the window transitions of the samples ``rows``.
-
-        The loss is a mean over (sample, step) terms, so it splits into one backward per
-        transition, weighted by its share of the terms: ``L = Σ_t (n_t / n) · L_t``. Only one
-        transition's activations are alive at a time, which is what lets FLUX-size models train
-        many window steps (or DanceGRPO's 14) without holding every step's graph.
-        """
-        cfg = self.cfg
-        chosen_per_step = []
-        for transition in rollout.transitions:
-            chosen = rows if dance_rows is None else rows[torch.isin(rows, dance_rows[transition.step])]
-            if len(chosen):
-                chosen_per_step.append((transition, chosen))
-        total = sum(len(chosen) for _, chosen in chosen_per_step)
-        if total == 0:
-            return None
-        clipped, max_log_ratio, kl_sum = 0.0, 0.0, 0.0
-        for transition, chosen in chosen_per_step:
-            part = select_rows(transition, chosen)
-            part_cond = {k: v[chosen] for k, v in cond.items()}
-            mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
-            ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob, adv[chosen].to(mean.device),
-                                cfg.clip_range)
-            loss = ppo.loss
-            if cfg.kl_beta > 0:
-                with torch.no_grad(), self.model.reference():
-                    ref_mean, _ = transition_mean_std(self.velocity, part, part_cond, plan)
-                kl = kl_to_reference(mean, ref_mean, std).mean()
-                loss = loss + cfg.kl_beta * kl
-                kl_sum += float(kl) * len(chosen)
-            (loss * (scale * len(chosen) / total)).backward()
-            clipped += float(ppo.clip_fraction) * len(chosen)
-            max_log_ratio = max(max_log_ratio, float(ppo.max_abs_log_ratio))
-        return {"clip_fraction": clipped / total, "max_abs_log_ratio": max_log_ratio, "kl": kl_sum / total}
-
-    def update(self, rollout, plan, cond, adv: torch.Tensor, iteration: int, samples: range, total: int) -> dict:
-        """PPO-clip updates on this process's ``samples`` (``adv`` and ``cond`` are already sliced)."""
-        cfg = self.cfg
-        self.model.transformer.train()
-        valid = torch.nonzero(~torch.isnan(adv)).flatten()
-        order = valid[torch.randperm(len(valid), generator=seeds.generator(cfg.seed, iteration, "update_order"))]
-        dance_rows = self.trained_rows(samples, total, iteration, [t.step for t in rollout.transitions])
-        parts = [p for p in order.tensor_split(cfg.updates_per_iter) if len(p)]
-        first, clip_fractions, kls, norms = None, [], [], []
-        for part in parts:
-            self.optimizer.zero_grad(set_to_none=True)
-            for micro in part.split(cfg.micro_batch):
-                info = self.policy_backward(rollout, plan, cond, adv, micro, dance_rows, len(micro) / len(part))
-                if info is None:
-                    continue
-                first = first or info
-                clip_fractions.append(info["clip_fraction"])
-                kls.append(info["kl"])
-            self.processes.average_gradients(self.params)
-            norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
-            norms.append(norm)
-            if not math.isfinite(norm):
-                self.nan_updates += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                warnings.warn(f"iteration {iteration}: non-finite gradient norm, update skipped "
-                              f"({self.nan_updates} in a row).")
-                if self.nan_updates >= cfg.max_nan_updates:
-                    raise TrainingStopped(f"{self.nan_updates} consecutive non-finite gradient norms (max_nan_updates="
-                                          f"{cfg.max_nan_updates}): lower the learning rate or check the reward for "
-                                          "NaN/inf.")
-                continue
-            self.nan_updates = 0
-            self.optimizer.step()
-        self.model.transformer.eval()
-        return {"first_max_abs_log_ratio": (first or {}).get("max_abs_log_ratio", 0.0),
-                "clip_fraction": sum(clip_fractions) / max(1, len(clip_fractions)),
-                "kl": sum(kls) / max(1, len(kls)), "grad_norm": max(norms) if norms else 0.0,
-                "updates": len(norms)}
+    guidance = {} if cfg.cfg_scale is None else {"cfg_scale": cfg.cfg_scale}
+    return load_flow_model(resolve_model_path(cfg.model), device=device, quantize_timesteps=cfg.quantize_timesteps,
+                           **guidance)
 
 
-def checkpoint_state(trainer: Trainer, iteration: int, cursor: int, history: list[dict]) -> dict:
-    return {"iteration": iteration, "prompt_cursor": cursor, "windows": trainer.windows.state_dict(),
-            "history": history}
+def build(cfg: TrainConfig) -> Trainer:
+    """Rewards (first: an unknown one fails before the model loads), model with LoRA or full fine-tuning, trainer."""
+    from mixgrpo.rewards import load_rewards
+
+    from .data import training_prompts
+
+    device = resolve_device(cfg)
+    rewards = load_rewards(cfg.reward, options=cfg.reward_options, device=device)
+    model = load_model(cfg, device)
+    torch.manual_seed(cfg.seed)
+    if cfg.full_finetune:
+        model.transformer.requires_grad_(True)
+        params = list(model.transformer.parameters())
+    else:
+        params = model.add_lora(rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+    if cfg.gradient_checkpointing:
+        model.transformer.enable_gradient_checkpointing()
+    if cfg.attention == "xformers":  # validated: CUDA only
+        model.transformer.enable_xformers_memory_efficient_attention()
+    return Trainer(cfg, model, rewards, training_prompts(cfg.prompts), params)
 
 
-def trainable_state(model, params) -> dict[str, torch.Tensor]:
-    names = {id(p): n for n, p in model.transformer.named_parameters()}
-    return {names[id(p)]: p for p in params}
+def train(cfg: TrainConfig, folder: RunFolder) -> dict:
+    """Train ``cfg`` into ``folder`` (a new run, or ``cfg.resume``'s); returns the summary (``{}`` off the main process)."""
+    from tqdm import tqdm
+
+    from mixgrpo.plots import plot_training
+
+    from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint
+    from .data import evaluation_prompts
+    from .processes import ProcessLost
+    from .signals import StopRequest
+
+    # -- build; a new run's folder appears only once everything loaded (a failed start leaves nothing)
+    trainer = build(cfg)
+    processes, main_process = trainer.processes, trainer.processes.is_main
+    eval_prompts = evaluation_prompts(cfg.eval_prompts)
+    if main_process and not cfg.resume:
+        folder.write_config(config_dict(cfg))
+    processes.barrier()
+
+    # -- resume: weights, optimizer, RNG, prompt order, windows, history and evaluations
+    start, evaluations = 0, []
+    saved = read_latest_checkpoint(folder.path, trainer.named_params, trainer.optimizer) if cfg.resume else None
+    if saved is not None:
+        state = restore_checkpoint(saved, trainer.named_params, trainer.optimizer)
+        start, evaluations = trainer.load_state_dict(state), state.get("evaluations", [])
+        if main_process:  # rows written after that checkpoint belong to the killed attempt
+            folder.rewrite_metrics(trainer.history)
+        print(f"resumed {folder.path} at iteration {start} from {saved['path'].name}", flush=True)
+    writer = tensorboard(folder) if main_process else None
+
+    def held_out(iteration: int) -> Evaluation:
+        result = evaluate_and_grid(trainer, eval_prompts, folder, iteration, writer)
+        evaluations.append(result.report() | {"iteration": iteration})
+        return result
+
+    def checkpoint(done: int) -> None:
+        if main_process:
+            save_checkpoint(folder.path, done, trainer.named_params, trainer.optimizer,
+                            trainer.state_dict(done) | {"evaluations": evaluations}, keep=cfg.keep_checkpoints)
+
+    # -- iterate
+    before = held_out(0) if start == 0 and main_process else None
+    metrics = folder.metrics_writer() if main_process else None
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, unit="it",
+               desc=get_algorithm(cfg.algo).display_name, disable=not main_process)
+    with StopRequest() as stop:
+        for iteration in bar:
+            try:
+                record = trainer.next_iteration(iteration)
+            except TrainingStopped as error:  # checkpoint before this iteration, so a resumed run repeats it
+                checkpoint(iteration)
+                raise TrainingStopped(f"{error} Checkpoint written at iteration {iteration}; resume with: "
+                                      f"python -m trainer.run --resume {folder.path}") from None
+            except ProcessLost as error:  # mid-iteration state: resume from the last checkpoint instead
+                last = folder.checkpoint_dirs()
+                since = f"from {last[-1].name}" if last else "from the start (no checkpoint yet)"
+                raise ProcessLost(f"{error}; resume {since} with: python -m trainer.run --resume {folder.path}") from None
+            done = iteration + 1
+            if main_process:
+                log_iteration(record, metrics, writer, bar)
+                if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
+                    held_out(done)
+            signum = stop.agreed(processes)
+            if signum or done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                checkpoint(done)
+            if signum:
+                bar.close()
+                processes.barrier()
+                raise stop.exit(signum, done, folder.path, announce=main_process)
+        signum = stop.agreed(processes)  # a signal during the last iteration's checkpoint
+        if signum:
+            raise stop.exit(signum, cfg.iterations, folder.path, announce=main_process)
+    processes.barrier()
+    if not main_process:
+        return {}
+    metrics.close()
+
+    # -- evaluate, plot, export
+    after = held_out(cfg.iterations)
+    plot_training(trainer.history, folder.training_plot, evaluations)
+    if before is not None:
+        save_before_after(before, after, folder)
+    export(trainer, folder)
+    summary = {"before": evaluations[0]["mean"], "after": evaluations[-1]["mean"],
+               "before_per_category": evaluations[0].get("per_category", {}),
+               "after_per_category": evaluations[-1].get("per_category", {}),
+               "seconds_per_iteration": sum(h["seconds"] for h in trainer.history) / max(1, len(trainer.history)),
+               "run_dir": str(folder.path)}
+    folder.write_evaluations(summary, evaluations)
+    if writer is not None:
+        writer.close()
+    print(f"held-out reward: before {summary['before']:.3f} → after {summary['after']:.3f} "
+          f"({summary['after'] - summary['before']:+.3f}); run folder: {folder.path}", flush=True)
+    return summary
+
+
+def evaluate_and_grid(trainer: Trainer, prompts: list[str], folder: RunFolder, iteration: int, writer) -> Evaluation:
+    """The held-out evaluation after ``iteration`` iterations, with its sample grid (24 images) and scalar."""
+    from mixgrpo.plots import save_sample_grid
+
+    cfg = trainer.cfg
+    trainer.model.transformer.eval()
+    result = evaluate(trainer.model, prompts, trainer.rewards, range(cfg.eval_seeds), steps=cfg.steps, shift=cfg.shift,
+                      resolution=cfg.resolution)
+    picks = spread(len(result.prompts), 24)
+    save_sample_grid(result.images[picks], [result.prompts[i] for i in picks], folder.sample_grid(grid_tag(iteration)),
+                     columns=8)
+    if writer is not None:
+        writer.add_scalar("eval/mean", float(torch.nanmean(result.scores.total())), iteration)
+    return result
+
+
+def spread(count: int, most: int) -> list[int]:
+    """Up to ``most`` indices spread evenly over ``range(count)``."""
+    return list(range(0, count, max(1, count // most)))[:most]
+
+
+def save_before_after(before: Evaluation, after: Evaluation, folder: RunFolder) -> None:
+    """12 held-out prompts, each before | after training on the same noise."""
+    from mixgrpo.plots import save_sample_grid
+
+    pairs = spread(len(after.prompts), 12)
+    images = torch.stack([image for i in pairs for image in (before.images[i], after.images[i])])
+    captions = [f"{tag}: {after.prompts[i]}" for i in pairs for tag in ("before", "after")]
+    save_sample_grid(images, captions, folder.sample_grid("before_after"), columns=8)
+
+
+def export(trainer: Trainer, folder: RunFolder):
+    """The LoRA (or the whole transformer) into the run folder, and a copy into ComfyUI when asked."""
+    from pathlib import Path
+
+    from .outputs import export_to_comfyui, save_lora, save_transformer
+
+    cfg = trainer.cfg
+    result = save_transformer(trainer.model, folder.transformer) if cfg.full_finetune else \
+        save_lora(trainer.model, folder.lora, cfg.lora_rank, cfg.lora_alpha)
+    if cfg.export_comfyui:
+        print(f"exported to {export_to_comfyui(result, Path(cfg.export_comfyui), folder.name, cfg.full_finetune)}")
+    return result
+
+
+def log_iteration(record: dict, metrics, writer, bar) -> None:
+    """One row of ``metrics.jsonl``, its TensorBoard scalars and the progress bar's figures."""
+    metrics.write(record)
+    if writer is not None:
+        for key, value in record.items():
+            if isinstance(value, (int, float)):
+                writer.add_scalar(f"train/{key}", value, record["iteration"])
+    bar.set_postfix(reward=f"{record['reward_mean']:.3f}", window=record["window_start"], s_it=f"{record['seconds']:.1f}")
+
+
+def tensorboard(folder: RunFolder):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard is not installed: no event files (pip install tensorboard)", flush=True)
+        return None
+    return SummaryWriter(str(folder.tensorboard))

@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from ..algorithm.schedule import sigma_to_timestep
 from ..errors import ModelLoadError
 
 NEGATIVE = "negative_"  # conditioning keys of the negative prompt (classifier-free guidance)
@@ -88,9 +89,7 @@ class FlowModelAdapter(ABC):
 
     def model_timestep(self, sigma: Tensor) -> Tensor:
         """The timestep the transformer sees for σ: the same function in rollout and training."""
-        if self.quantize_timesteps:
-            return torch.floor(sigma.float() * 1000.0 + 1e-6) / 1000.0 * self.timestep_scale
-        return sigma.float() * self.timestep_scale
+        return sigma_to_timestep(sigma.float(), self.timestep_scale, self.quantize_timesteps)
 
     # -- the three calls --------------------------------------------------------------------
     @abstractmethod

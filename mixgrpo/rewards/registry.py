@@ -17,6 +17,7 @@ from typing import Callable
 import yaml
 
 from ..errors import MixGRPOError
+from .reward_set import RewardSet
 
 _FACTORIES: dict[str, Callable] = {}
 _CACHE: dict[tuple, object] = {}
@@ -112,15 +113,16 @@ def get_reward(name: str, **options):
     return _CACHE[key]
 
 
-def load_rewards(spec: str, options: dict[str, dict] | None = None, **common) -> list[tuple[object, float]]:
-    """Parse ``spec`` and build every reward in it.
+def load_rewards(spec: str, options: dict[str, dict] | None = None, **common) -> RewardSet:
+    """Parse ``spec`` and build every reward in it, as a :class:`RewardSet` (iterates as ``(reward, weight)``).
 
     ``options[name]`` go to the reward ``name`` only (checked against what it takes); ``common``
     (e.g. ``device``) go to every reward's constructor.
     """
     options = options or {}
     check_reward_options(spec, options)
-    return [(get_reward(name, **{**common, **options.get(name, {})}), weight) for name, weight in parse_reward_spec(spec)]
+    return RewardSet([(get_reward(name, **{**common, **options.get(name, {})}), weight)
+                      for name, weight in parse_reward_spec(spec)])
 
 
 def _import_builtin() -> None:

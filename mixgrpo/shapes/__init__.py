@@ -14,14 +14,14 @@
 - **Renderer** (:mod:`.render`): :func:`render` / :func:`render_batch` draw the ground truth —
   random sizes, non-overlapping positions jittered around anchors that follow the prompt's
   structure, random backgrounds — as ``[3, H, W]`` in [0, 1].
-- **Reward** (:mod:`.reward`): :func:`score_shapes` and :class:`ShapesReward` (name ``"shapes"``)
+- **Reward** (:mod:`.reward`): :func:`score_shapes` (registered as the ``"shapes"`` reward in :mod:`mixgrpo.rewards.shapes`)
   segment by palette distance, find connected components, classify shapes from their geometry and
   score presence, colour, count, position and relation with partial credit, in [0, 1].
 """
 
 from .prompts import ObjectSpec, PromptSpec, object_text, parse_prompt, prompt_text
 from .render import PlacedObject, render, render_batch, sample_layout
-from .reward import CRITERIA, ShapesReward, score_shapes
+from .reward import CRITERIA, score_shapes
 from .splits import HELD_OUT_PAIRS, derangement, prompt_universe, test_prompts, train_prompts
 from .world import (
     CATEGORIES,
@@ -46,7 +46,6 @@ __all__ = [
     "ObjectSpec",
     "PlacedObject",
     "PromptSpec",
-    "ShapesReward",
     "derangement",
     "object_text",
     "parse_prompt",

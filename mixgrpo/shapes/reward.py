@@ -93,21 +93,3 @@ def score_shapes(images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Te
                         "objects": int((evidence.objectness > 0.5).sum()), "score": score})
     return torch.tensor(scores, dtype=torch.float32), details
 
-
-class ShapesReward:
-    """Callable wrapper for a reward registry: ``reward(images, prompts) → scores [B]``.
-
-    The per-image breakdown of the latest call stays in :attr:`details`.
-    """
-
-    name = "shapes"
-
-    def __init__(self):
-        self.details: list[dict] = []
-
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        scores, self.details = score_shapes(images, prompts)
-        return scores.to(images.device)
-
-    def __repr__(self) -> str:
-        return "ShapesReward(name='shapes')"

@@ -39,7 +39,7 @@ def test_solver_and_trunk_settings_become_trainer_flags():
     config = parse_config(setting.flags(args))
     assert (config.algo, config.solver, config.share_trunk) == ("flash", "dpm2m_heun", False)
     default = parse_config(ablations.Setting().flags(args))
-    assert (default.solver, default.share_trunk) == ("", True)  # the algorithm's own solver, trunk shared
+    assert (default.solver, default.share_trunk) == (None, True)  # the algorithm's own solver, trunk shared
 
 
 def flash_nfe(left: int, window: int = 4, steps: int = 10, compression: float = 0.4) -> int:

@@ -66,8 +66,8 @@ def test_window_with_noise_equals_core_rollout_on_the_diffusers_model(guidance):
     CFGGuider with an empty negative prompt the adapter's classifier-free guidance at the same scale."""
     r = run("""
 from mixgrpo.models import load_flow_model
-from mixgrpo.denoiser_sampling import WindowOptions, plan_for_sigmas
-from mixgrpo.rollout import mixed_rollout
+from mixgrpo.algorithm.denoiser_sampling import WindowOptions, plan_for_sigmas
+from mixgrpo.algorithm.rollout import mixed_rollout
 from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
 scale = %s
 if scale != 1.0:

@@ -26,7 +26,7 @@ import json, torch
 import nodes as comfy_nodes
 from comfy_extras import nodes_custom_sampler as cs, nodes_sd3
 from mixgrpo_pack.nodes.loaders import LoadMixGRPOModel, EMBEDDED
-from mixgrpo.evaluate import sample_images
+from mixgrpo.evaluation import sample_images
 from mixgrpo.models import load_flow_model
 from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
 from trainer.outputs import load_lora_into

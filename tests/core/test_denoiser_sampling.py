@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from mixgrpo.denoiser_sampling import WindowOptions, plan_for_sigmas, sample_with_denoiser
+from mixgrpo.algorithm.denoiser_sampling import WindowOptions, plan_for_sigmas, sample_with_denoiser
 from mixgrpo.errors import ScheduleError
-from mixgrpo.rollout import mixed_rollout
-from mixgrpo.schedule import sigma_schedule
+from mixgrpo.algorithm.rollout import mixed_rollout
+from mixgrpo.algorithm.schedule import sigma_schedule
 
 pytestmark = pytest.mark.core
 

@@ -4,10 +4,10 @@
 import pytest
 import torch
 
-import mixgrpo.rollout as rollout_module
+import mixgrpo.algorithm.rollout as rollout_module
 from analytic import GaussianData
 from mixgrpo import ScheduleError, WindowSchedule, build_plan, flash_nfe, mixed_rollout, transition_log_prob
-from mixgrpo.steps import euler_step
+from mixgrpo.algorithm.steps import euler_step
 
 pytestmark = pytest.mark.core
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from mixgrpo import ScheduleError
-from mixgrpo.schedule import (
+from mixgrpo.algorithm.schedule import (
     compress_after,
     flash_nfe,
     flux_mu,

@@ -153,6 +153,8 @@ def test_loader_takes_the_guidance_scale_a_model_records(tmp_path):
 def test_quantised_timesteps_are_floor_1000_sigma(flux_dir):
     model = load_flow_model(flux_dir, quantize_timesteps=True)
     assert model.model_timestep(torch.tensor([0.98765, 0.5])).tolist() == pytest.approx([0.987, 0.5])
+    levels = torch.arange(1001, dtype=torch.float32) / 1000  # every level in float32 stays on itself
+    assert torch.equal(torch.round(model.model_timestep(levels) * 1000), torch.arange(1001, dtype=torch.float32))
 
 
 def test_clear_errors(tmp_path, flux_dir):

@@ -1,4 +1,4 @@
-"""Denoising diagnostics (`mixgrpo.diagnose`) and the adapter's `encode`, on the embedded model."""
+"""Denoising diagnostics (`mixgrpo.shapes.diagnose`) and the adapter's `encode`, on the embedded model."""
 
 import os
 
@@ -6,7 +6,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mixgrpo.diagnose import denoising_report, format_report  # noqa: E402
+from mixgrpo.shapes.diagnose import denoising_report, format_report  # noqa: E402
 from mixgrpo.models import load_flow_model  # noqa: E402
 from mixgrpo.models.embedded import EMBEDDED_DIR  # noqa: E402
 from mixgrpo.shapes import render_batch, score_shapes, test_prompts  # noqa: E402

@@ -11,7 +11,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mixgrpo import mixed_rollout, plan_from_sigmas, sigma_schedule  # noqa: E402
-from mixgrpo.evaluate import evaluate_shapes  # noqa: E402
+from mixgrpo.shapes.evaluation import evaluate_shapes  # noqa: E402
 from mixgrpo.models import load_flow_model  # noqa: E402
 from mixgrpo.models.embedded import EMBEDDED_DIR, MAX_SEQUENCE_LENGTH, RESOLUTION, SHIFT, read_settings  # noqa: E402
 from mixgrpo.models.flux import pack_latents  # noqa: E402

@@ -1,5 +1,5 @@
-"""`scripts/pretrain_embedded.py`: prompt labels and text pretraining, the high-noise σ draws, and the
-fine-tune stage."""
+"""`scripts/pretrain_embedded.py`: prompt labels and text pretraining, the high-noise σ draws, the
+fine-tune stage, and the VAE stage's latent perturbations (`mixgrpo.shapes.pretrain_vae`)."""
 
 import importlib.util
 import json
@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings  # noqa: E402
+from mixgrpo.shapes import pretrain_vae as vae_stage  # noqa: E402
 
 pytestmark = pytest.mark.models
 
@@ -90,61 +91,49 @@ def test_text_pretraining_separates_position_words(script):
     assert after > 3 * before, (before, after)
 
 
-def test_perturbed_latents_are_seeded_and_bounded(script):
+def test_perturbed_latents_are_seeded_and_bounded():
     """Per-sample constant latents: a blur leaves them unchanged, so what moves is the added noise alone,
     whose per-sample std is ``u·std(z)`` with ``u ≤ 0.4``, drawn afresh for each sample."""
     z = torch.linspace(-2, 2, 64)[:, None, None, None].expand(64, 16, 8, 8).contiguous()
-    first = script.perturb_latents(z, torch.Generator().manual_seed(3))
-    again = script.perturb_latents(z, torch.Generator().manual_seed(3))
-    other = script.perturb_latents(z, torch.Generator().manual_seed(4))
+    first = vae_stage.perturb_latents(z, torch.Generator().manual_seed(3))
+    again = vae_stage.perturb_latents(z, torch.Generator().manual_seed(3))
+    other = vae_stage.perturb_latents(z, torch.Generator().manual_seed(4))
     assert torch.equal(first, again) and not torch.equal(first, other)
     spread = (first - z).flatten(1).std(dim=1) / z.std()
-    assert spread.max() <= script.PERTURB_NOISE * 1.05
-    assert spread.min() < 0.1 * script.PERTURB_NOISE and spread.std() > 0.05  # u varies per sample
+    assert spread.max() <= vae_stage.PERTURB_NOISE * 1.05
+    assert spread.min() < 0.1 * vae_stage.PERTURB_NOISE and spread.std() > 0.05  # u varies per sample
     assert (first - z).mean().abs() < 0.02  # zero-mean noise: the picture's values are not shifted
 
 
-def test_perturbation_blurs_part_of_the_batch(script):
+def test_perturbation_blurs_part_of_the_batch():
     """A checkerboard latent: noise alone keeps its sign pattern; a blur of ≥ 0.4 cells flattens it."""
     board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1.0
     z = board.expand(400, 16, 8, 8).contiguous()
-    out = script.perturb_latents(z, torch.Generator().manual_seed(0))
+    out = vae_stage.perturb_latents(z, torch.Generator().manual_seed(0))
     contrast = (out * z).flatten(1).mean(dim=1)  # ≈ 1 unblurred, well below 1 when blurred
     blurred = (contrast < 0.8).float().mean().item()
-    assert blurred == pytest.approx(script.PERTURB_BLUR_SHARE, abs=0.08)
+    assert blurred == pytest.approx(vae_stage.PERTURB_BLUR_SHARE, abs=0.08)
 
 
-def test_warp_is_the_identity_at_zero_amplitude_and_dents_shapes_otherwise(script):
-    from mixgrpo.shapes import render_batch
-
-    x = render_batch(["a blue square", "a red circle"], 64, seed=0) * 2 - 1
-    assert torch.allclose(script.warp_images(x, torch.Generator().manual_seed(0), 0.0), x, atol=1e-5)
-    warped = script.warp_images(x, torch.Generator().manual_seed(0), 0.3)
-    again = script.warp_images(x, torch.Generator().manual_seed(0), 0.3)
-    assert torch.equal(warped, again)
-    moved = (warped - x).abs().amax(dim=1) > 0.5  # pixels that changed colour class
-    assert 0.005 < moved.float().mean() < 0.3  # outlines move; the picture stays the same picture
-
-
-def test_semantic_latents_hide_every_free_channel_from_the_decoder(script):
+def test_semantic_latents_hide_every_free_channel_from_the_decoder():
     """Anchored channels pass through; past them the decoder sees noise that does not depend on what
     the encoder put there (two latents differing only there look the same to it)."""
     z = torch.randn(4, 16, 8, 8)
     other = z.clone()
-    k = script.ANCHORED_CHANNELS
+    k = vae_stage.ANCHORED_CHANNELS
     other[:, k:] = 7.0
-    a = script.hide_free_channels(z, torch.Generator().manual_seed(0))
-    b = script.hide_free_channels(other, torch.Generator().manual_seed(0))
+    a = vae_stage.hide_free_channels(z, torch.Generator().manual_seed(0))
+    b = vae_stage.hide_free_channels(other, torch.Generator().manual_seed(0))
     assert torch.equal(a[:, :k], z[:, :k]) and torch.equal(a, b)
     assert not torch.allclose(a[:, k:], z[:, k:])
     assert a[:, k:].std().item() == pytest.approx(z[:, :k].std().item(), rel=0.1)
 
 
-def test_smoothed_anchor_targets_keep_their_mass_and_lose_their_edges(script):
+def test_smoothed_anchor_targets_keep_their_mass_and_lose_their_edges():
     field = torch.zeros(1, 3, 16, 16)
     field[0, 1, 6:10, 6:10] = 2.0  # a square's coverage in the "square" channel
-    assert torch.equal(script.smooth_field(field, 0.0), field)
-    bump = script.smooth_field(field, 1.0)
+    assert torch.equal(vae_stage.smooth_field(field, 0.0), field)
+    bump = vae_stage.smooth_field(field, 1.0)
     assert bump.sum().item() == pytest.approx(field.sum().item(), rel=1e-4)  # away from the border
     assert bump.max() < field.max() and (bump[0, 1] > 0.05).sum() > (field[0, 1] > 0).sum()
     assert torch.equal(bump[0, 0], field[0, 0]) and torch.equal(bump[0, 2], field[0, 2])  # per channel

@@ -11,7 +11,6 @@ from mixgrpo.errors import ImageInputError, PromptError
 from mixgrpo.shapes import (
     derangement,
     CRITERIA,
-    ShapesReward,
     parse_prompt,
     render,
     render_batch,
@@ -150,13 +149,15 @@ def test_scores_do_not_depend_on_the_rest_of_the_batch(test_renders):
     assert torch.equal(together, alone)
 
 
-def test_shapes_reward_wrapper(test_renders):
+def test_the_registered_shapes_reward_is_score_shapes(test_renders):
+    from mixgrpo.rewards import get_reward
+
     prompts, images = test_renders
-    reward = ShapesReward()
+    reward = get_reward("shapes")
     assert reward.name == "shapes"
-    scores = reward(images[:5], prompts[:5])
-    assert torch.equal(scores, score(images[:5], prompts[:5]))
-    assert len(reward.details) == 5 and reward.details[0]["score"] == pytest.approx(scores[0].item())
+    result = reward(images[:5], prompts[:5])
+    assert torch.equal(result.scores, score(images[:5], prompts[:5]))
+    assert len(result.details) == 5 and result.details[0]["score"] == pytest.approx(result.scores[0].item())
 
 
 @pytest.mark.parametrize("images, prompts, fragment", [

@@ -10,7 +10,7 @@ import torch
 from mixgrpo.errors import ModelLoadError, ScheduleError
 from mixgrpo.rewards import RewardSpecError
 from trainer.config import ConfigError, TrainConfig, build_parser, check_launch, load_yaml, parse_config
-from trainer.run import build
+from trainer.loop import build
 
 pytestmark = pytest.mark.trainer
 
@@ -42,12 +42,14 @@ def test_group_of_one():
 
 def test_guidance_scale_is_the_models_unless_set(tmp_path):
     from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
-    from trainer.run import load_model
+    from trainer.loop import load_model
 
     assert load_model(parse_config([])).cfg_scale == read_settings(EMBEDDED_DIR).get("cfg_scale", 1.0)
     assert load_model(parse_config(["--cfg-scale", "1"])).cfg_scale == 1.0
-    with pytest.raises(ConfigError, match="cfg_scale must be ≥ 0"):
-        parse_config(["--cfg-scale", "-2"])
+    assert parse_config([]).cfg_scale is None  # unset: the model's own, resolved by the loader
+    for bad in ("-2", "0"):  # 0 no longer stands for "the model's own": it is out of range
+        with pytest.raises(ConfigError, match=r"cfg_scale must lie in \(0, ∞\)"):
+            parse_config(["--cfg-scale", bad])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -91,3 +93,24 @@ def test_sharded_launch_is_refused_not_ignored(tmp_path):
     with pytest.raises(ConfigError, match="DeepSpeed sharding"):
         check_launch({"ACCELERATE_USE_DEEPSPEED": "true"})
     check_launch({"ACCELERATE_USE_FSDP": "false"})  # what a plain multi-process launch may set
+
+
+def test_unset_options_are_none_and_older_runs_zero_sentinels_read_as_unset():
+    from trainer.config import saved_config
+
+    fresh = parse_config([])
+    assert (fresh.eta, fresh.solver, fresh.compression, fresh.cfg_scale, fresh.dance_first) == (None,) * 5
+    older = saved_config({"eta": 0.0, "solver": "", "compression": 0.0, "cfg_scale": 0.0, "dance_first": 0,
+                          "prompts": "", "name": "", "window": 4, "full_finetune": False})
+    assert (older.eta, older.solver, older.compression, older.cfg_scale, older.dance_first, older.prompts) == (None,) * 6
+    assert older.window == 4 and older.full_finetune is False  # real values (and False) are kept
+    assert saved_config({"eta": 0.3}, resume="runs/x").eta == 0.3
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['windw'\]"):
+        saved_config({"windw": 4})
+
+
+def test_help_names_each_algorithms_own_value_of_an_unset_option():
+    text = " ".join(build_parser().format_help().split())
+    assert "SDE noise level η [valid: (0, 10]] (default: the algorithm's own: mixgrpo 0.7, flash 0.7, " \
+           "flash_star 0.7, dancegrpo 0.3)" in text
+    assert "(default: the algorithm's own: mixgrpo euler, flash dpm2m, flash_star dpm2m, dancegrpo euler)" in text

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import torch
 
-from .plan import plan_from_sigmas
-from .rollout import mixed_rollout
-from .schedule import sigma_schedule
+from ..algorithm.plan import plan_from_sigmas
+from ..algorithm.rollout import mixed_rollout
+from ..algorithm.schedule import sigma_schedule
 
 
 @torch.no_grad()
 def denoising_report(model, prompts: list[str], starts=(0, 5, 10, 15, 20, 25), sigmas=(0.15, 0.3, 0.45, 0.6, 0.8),
                      steps: int = 25, shift: float = 3.0, resolution: int = 128, seed: int = 0) -> dict:
     """``{"partial": {k: (σ_k, reward)}, "one_step": {σ: (latent MSE, reward)}}`` (module docstring)."""
-    from .shapes import render_batch, score_shapes
+    from . import render_batch, score_shapes
 
     renders = render_batch(prompts, resolution, seed=seed)
     z = model.encode(renders)

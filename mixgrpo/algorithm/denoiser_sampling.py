@@ -6,7 +6,7 @@ Hosts such as ComfyUI hand a sampler a denoiser rather than a velocity. For a re
     v(x, σ) = (x − D(x, σ)) / σ          (σ > 0)
 
 so :func:`sample_with_denoiser` wraps ``D`` into a velocity and runs the core
-:func:`~mixgrpo.rollout.mixed_rollout` on the host's σ grid with a window of SDE steps. An empty
+:func:`~mixgrpo.algorithm.rollout.mixed_rollout` on the host's σ grid with a window of SDE steps. An empty
 window is plain Euler (or the chosen ODE solver), step for step what the host's own Euler does.
 This module knows nothing of any host: ComfyUI's node only adapts its objects to these arguments.
 """
@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import ScheduleError
+from ..errors import ScheduleError
 from .plan import plan_from_sigmas
 from .rollout import StepInfo, mixed_rollout
 
@@ -62,7 +62,7 @@ class WindowOptions:
 
 
 def plan_for_sigmas(sigmas: Tensor, options: WindowOptions, shift: float | None = None):
-    """The :class:`~mixgrpo.plan.SamplingPlan` of ``options`` on a host's σ grid (last σ must be 0)."""
+    """The :class:`~mixgrpo.algorithm.plan.SamplingPlan` of ``options`` on a host's σ grid (last σ must be 0)."""
     values = [float(s) for s in sigmas]
     if len(values) < 2:
         raise ScheduleError("a schedule needs at least one step (two sigmas).")

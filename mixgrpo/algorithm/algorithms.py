@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .registry import Registry
+from ..registry import Registry
 
 
 @dataclass(frozen=True)

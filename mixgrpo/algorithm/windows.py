@@ -30,8 +30,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from .errors import ResumeError, ScheduleError
-from .registry import Registry
+from ..errors import ResumeError, ScheduleError
+from ..registry import Registry
 
 OVERFLOW_MODES = ("rollback", "clamp")
 

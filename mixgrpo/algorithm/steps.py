@@ -9,23 +9,13 @@ with ``Δ = σ' − σ < 0``. The network predicts ``v ≈ ε − x0``, so ``x̂
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
-from .errors import ScheduleError
+from ..errors import ScheduleError
 
 SDE_TYPES = ("flow", "dance")
 ODE_SOLVERS = ("euler", "dpm2m", "dpm2m_heun")
-
-
-class SDEStep(NamedTuple):
-    """Result of a stochastic step: ``x_next = mean + std·ε``; ``std`` is a scalar or broadcastable."""
-
-    x_next: Tensor
-    mean: Tensor
-    std: Tensor
 
 
 def _f32(x: Tensor) -> Tensor:
@@ -86,22 +76,6 @@ def sde_mean_std(sde_type: str, x: Tensor, v: Tensor, sigma, sigma_next, eta: fl
     if sde_type == "dance":
         return dance_sde_mean_std(x, v, sigma, sigma_next, eta)
     raise ScheduleError(f"unknown SDE type {sde_type!r}; choose one of {SDE_TYPES}.")
-
-
-def sde_step(sde_type: str, x: Tensor, v: Tensor, sigma, sigma_next, eta: float, noise: Tensor) -> SDEStep:
-    """One stochastic step ``x' = μ + std·ε`` with the caller's standard-normal ``noise`` ε."""
-    mean, std = sde_mean_std(sde_type, x, v, sigma, sigma_next, eta)
-    return SDEStep(mean + std * _f32(noise), mean, std)
-
-
-def flow_sde_step(x: Tensor, v: Tensor, sigma, sigma_next, eta: float = 0.7, *, noise: Tensor) -> SDEStep:
-    """Flow-SDE step (see :func:`flow_sde_mean_std`)."""
-    return sde_step("flow", x, v, sigma, sigma_next, eta, noise)
-
-
-def dance_sde_step(x: Tensor, v: Tensor, sigma, sigma_next, eta: float = 0.3, *, noise: Tensor) -> SDEStep:
-    """Dance-SDE step (see :func:`dance_sde_mean_std`)."""
-    return sde_step("dance", x, v, sigma, sigma_next, eta, noise)
 
 
 def gaussian_log_prob(x_next: Tensor, mean: Tensor, std: Tensor | float) -> Tensor:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import ScheduleError
+import torch
+
+from ..errors import ScheduleError
 
 
 def uniform_times(num_steps: int) -> list[float]:
@@ -79,17 +81,30 @@ def flux_sigma_schedule(num_steps: int, height: int, width: int) -> list[float]:
     return sigma_schedule(num_steps, flux_shift(image_seq_len(height, width)))
 
 
-def sigma_to_timestep(sigma: float, scale: float = 1000.0, quantize: bool = False) -> float:
-    """The timestep a model is conditioned on for noise level σ.
+QUANTIZE_LEVELS = 1000
 
-    ``timestep = scale·σ``; with ``quantize`` it is ``floor(scale·σ)`` (the official MixGRPO
-    release feeds FLUX ``floor(1000σ)/1000``, i.e. this divided by 1000). diffusers' FLUX
-    transformer takes ``σ`` itself (it multiplies by 1000 inside), so its adapter divides the
-    result by ``scale``; SD3 takes ``1000σ``. Rollout and training must call this with the same
-    arguments so the model sees exactly the same value.
+
+def quantize_sigma(sigma: float | torch.Tensor, levels: int = QUANTIZE_LEVELS) -> float | torch.Tensor:
+    """``⌊levels·σ⌋ / levels``, the timestep grid of the official MixGRPO release (``floor(1000σ)/1000``).
+
+    Computed in float64 with a 1e-4 margin, so a σ that is an exact multiple of ``1/levels`` up to
+    float32 rounding (0.29 stored as 0.28999999) stays on its level instead of dropping a notch.
+    A tensor comes back in its own dtype.
     """
-    value = scale * sigma
-    return float(math.floor(value + 1e-9)) if quantize else value
+    if isinstance(sigma, torch.Tensor):
+        return (torch.floor(sigma.double() * levels + 1e-4) / levels).to(sigma.dtype)
+    return math.floor(sigma * levels + 1e-4) / levels
+
+
+def sigma_to_timestep(sigma: float | torch.Tensor, scale: float = 1000.0,
+                      quantize: bool = False) -> float | torch.Tensor:
+    """The timestep a model is conditioned on for noise level σ: ``scale·σ``, or ``scale·quantize_sigma(σ)``.
+
+    diffusers' FLUX transformer takes ``σ`` itself (``scale = 1``; it multiplies by 1000 inside);
+    SD3 takes ``1000σ``. Rollout and training call this with the same arguments, so the model sees
+    exactly the same value.
+    """
+    return scale * (quantize_sigma(sigma) if quantize else sigma)
 
 
 def timestep_to_sigma(timestep: float, scale: float = 1000.0) -> float:
@@ -101,7 +116,7 @@ def timestep_to_sigma(timestep: float, scale: float = 1000.0) -> float:
 class NFECount:
     """Old-policy network evaluations per trajectory, under two counting conventions.
 
-    * ``actual`` (= the paper's count, and what :mod:`mixgrpo.rollout` measures): one evaluation
+    * ``actual`` (= the paper's count, and what :mod:`mixgrpo.algorithm.rollout` measures): one evaluation
       per step actually taken, ``(L + 1) + n`` for Flash — steps ``0..L`` plus ``n`` after.
     * ``code``: the official release's arithmetic ``L + n``, one fewer, because it adds the last
       window *index* L rather than the number of steps up to it.

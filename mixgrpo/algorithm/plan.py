@@ -4,7 +4,7 @@ A :class:`SamplingPlan` is plain data (a σ grid plus per-step roles). :func:`bu
 from an algorithm name and a window; :func:`plan_from_sigmas` from a σ grid someone else made
 (ComfyUI's scheduler). The rollout only reads plans, so every consumer samples the same way.
 
-Each algorithm's SDE type, η, solver and compression come from :mod:`mixgrpo.algorithms`.
+Each algorithm's SDE type, η, solver and compression come from :mod:`mixgrpo.algorithm.algorithms`.
 
 ODE steps before the window are always Euler on the original grid; an empty window means
 plain ODE sampling with the chosen solver.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .algorithms import get_algorithm
-from .errors import ScheduleError
+from ..errors import ScheduleError
 from .schedule import compress_after, sigma_schedule
 from .steps import ODE_SOLVERS, SDE_TYPES
 

@@ -1,0 +1,128 @@
+"""The run folder ``runs/<name>/``: its one owner. The trainer writes through it; the monitor node and the benchmarks read.
+
+=========================  ==========================================================================
+``config.yaml``            the run's whole config (what ``--resume`` reads back)
+``metrics.jsonl``          one JSON row per training iteration (``iteration``, ``reward_mean``, …)
+``eval.json``              ``{"summary": …, "evaluations": [{"iteration", "mean", "per_reward", …}]}``
+``samples/<tag>.png``      sample grids: ``iter-000020.png`` per evaluation, ``before_after.png``
+``checkpoints/iter-N/``    resumable checkpoints (written by ``trainer/checkpoint.py``), newest last
+``plots/training.png``     reward, window and timing curves
+``tensorboard/``           TensorBoard event files
+``lora/`` | ``transformer/``  the result
+=========================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from .errors import MixGRPOError
+
+
+class RunFolderError(MixGRPOError, ValueError):
+    """A folder that is not (or not yet) what the caller needs: no config, no metrics, no result."""
+
+
+def grid_tag(iteration: int) -> str:
+    """The sample grid of the evaluation after ``iteration`` iterations: ``iter-000020``."""
+    return f"iter-{iteration:06d}"
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    config_file = property(lambda self: self.path / "config.yaml")
+    metrics_file = property(lambda self: self.path / "metrics.jsonl")
+    eval_file = property(lambda self: self.path / "eval.json")
+    samples = property(lambda self: self.path / "samples")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    training_plot = property(lambda self: self.path / "plots" / "training.png")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    lora = property(lambda self: self.path / "lora")
+    transformer = property(lambda self: self.path / "transformer")
+
+    # -- config ----------------------------------------------------------------------------
+    def write_config(self, values: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(yaml.safe_dump(values, sort_keys=False))
+
+    def read_config(self) -> dict:
+        if not self.config_file.is_file():
+            raise RunFolderError(f"{self.path} holds no config.yaml; pass the folder of a run written by trainer.run.")
+        return yaml.safe_load(self.config_file.read_text()) or {}
+
+    # -- metrics ---------------------------------------------------------------------------
+    def read_metrics(self) -> list[dict]:
+        """Every iteration's row; a row cut short by a kill mid-write is left out."""
+        if not self.metrics_file.is_file():
+            raise RunFolderError(f"{self.path} is not a trainer run folder (no metrics.jsonl). Pass runs/<name> of "
+                                 "`python -m trainer.run`.")
+        rows = []
+        for line in self.metrics_file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def rewrite_metrics(self, rows: list[dict]) -> None:
+        """Keep exactly ``rows`` (a resumed run drops what the killed attempt wrote after its checkpoint)."""
+        self.metrics_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def metrics_writer(self) -> "MetricsWriter":
+        return MetricsWriter(self.metrics_file)
+
+    # -- evaluations -----------------------------------------------------------------------
+    def write_evaluations(self, summary: dict, evaluations: list[dict]) -> None:
+        self.eval_file.write_text(json.dumps({"summary": summary, "evaluations": evaluations}, indent=2))
+
+    def read_evaluations(self) -> list[dict]:
+        """The held-out evaluations so far ([] before the run finished: they are written at the end)."""
+        if not self.eval_file.is_file():
+            return []
+        return json.loads(self.eval_file.read_text()).get("evaluations", [])
+
+    def read_summary(self) -> dict:
+        if not self.eval_file.is_file():
+            raise RunFolderError(f"{self.path} holds no eval.json: the run has not finished.")
+        return json.loads(self.eval_file.read_text())["summary"]
+
+    # -- sample grids and checkpoints ------------------------------------------------------
+    def sample_grid(self, tag: str) -> Path:
+        return self.samples / f"{tag}.png"
+
+    def latest_grid(self) -> Path | None:
+        grids = sorted(self.samples.glob("*.png"), key=lambda p: p.stat().st_mtime)
+        return grids[-1] if grids else None
+
+    def checkpoint(self, iteration: int) -> Path:
+        return self.checkpoints / f"iter-{iteration:06d}"
+
+    def checkpoint_dirs(self) -> list[Path]:
+        """The finished checkpoints, oldest first (a ``.tmp`` folder is one being written)."""
+        return sorted(p for p in self.checkpoints.glob("iter-*") if p.is_dir() and not p.name.endswith(".tmp"))
+
+
+class MetricsWriter:
+    """Appends rows to ``metrics.jsonl``, each flushed as it is written (the monitor reads it live)."""
+
+    def __init__(self, path: Path):
+        self.handle = Path(path).open("a")
+
+    def write(self, row: dict) -> None:
+        self.handle.write(json.dumps(row) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()

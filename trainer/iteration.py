@@ -1,0 +1,312 @@
+"""One training iteration: rollout → decode and score → group advantages → PPO-clip updates → next window.
+
+The run around it (resume, evaluations, checkpoints, export) is :func:`trainer.loop.train`.
+One iteration (docs/algorithm.md §3–4):
+
+1. ``prompts_per_iter`` prompts, each a group of ``group_size`` samples sharing one initial noise;
+   the mixed SDE/ODE rollout runs the pre-window trunk once per group and records the window.
+2. Images are decoded and scored by every reward; failed (NaN) samples are dropped with a warning.
+3. Advantages: z-score per reward within each group, weighted, clamped.
+4. ``updates_per_iter`` optimizer steps over disjoint parts of the samples (micro-batches with
+   gradient accumulation); loss ``mean(max(−A·r, −A·clip(r, 1 ± ε))) + β·KL``. On the first
+   micro-batch the policy is the rollout policy, so ``max|log r|`` is logged as the numerics bar.
+5. The window schedule advances.
+
+Every random draw of an iteration derives from (seed, iteration, purpose) (:mod:`mixgrpo.algorithm.seeds`), so a resumed
+run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import torch
+
+from mixgrpo import (WindowSchedule, build_plan, dance_train_steps, get_algorithm, group_advantages, mixed_rollout,
+                     ppo_clip_loss)
+from mixgrpo.algorithm import seeds
+from mixgrpo.algorithm.grpo import kl_to_reference
+from mixgrpo.algorithm.rollout import repeat_batch, select_rows, transition_mean_std
+from mixgrpo.algorithm.steps import gaussian_log_prob
+from mixgrpo.errors import TrainingStopped
+from mixgrpo.rewards import RewardSet, weighted_mean
+
+from .config import ConfigError, TrainConfig
+from .data import PromptSampler
+from .processes import Processes
+
+
+class Trainer:
+    """The model, rewards, optimizer, prompt order, window schedule and history of one run.
+
+    :meth:`next_iteration` runs one iteration on the next prompts; :meth:`state_dict` is what a
+    checkpoint keeps besides the weights and the optimizer.
+    """
+
+    def __init__(self, config: TrainConfig, model, rewards: RewardSet, prompts: list[str],
+                 params: list[torch.nn.Parameter]):
+        self.cfg, self.model, self.rewards, self.prompts = config, model, rewards, prompts
+        self.params = params
+        self.sampler = PromptSampler(len(prompts), config.seed)
+        self.history: list[dict] = []
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.algorithm = get_algorithm(config.algo)
+        self.windows = WindowSchedule(num_steps=config.steps, size=config.window,
+                                      strategy=self.algorithm.strategy(config.window_strategy),
+                                      shift_interval=config.shift_interval, stride=config.stride,
+                                      start=config.window_start, seed=config.seed)
+        self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
+        self.nan_updates = 0
+        self.failed_iterations = 0  # consecutive iterations in which every reward failed
+        self.processes = Processes()
+        samples = config.group_size * config.prompts_per_iter
+        if samples % (self.processes.world * config.updates_per_iter):
+            raise ConfigError(f"{samples} samples per iteration do not split into {self.processes.world} processes × "
+                             f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
+                             "updates_per_iter.")
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def named_params(self) -> dict[str, torch.nn.Parameter]:
+        """The trained parameters by their name in the transformer (what a checkpoint stores)."""
+        names = {id(p): n for n, p in self.model.transformer.named_parameters()}
+        return {names[id(p)]: p for p in self.params}
+
+    def state_dict(self, iteration: int) -> dict:
+        return {"iteration": iteration, "prompt_cursor": self.sampler.cursor, "windows": self.windows.state_dict(),
+                "history": self.history}
+
+    def load_state_dict(self, state: dict) -> int:
+        """Restore the prompt order, windows and history; returns the iteration to go on from."""
+        self.sampler.cursor = state["prompt_cursor"]
+        self.windows.load_state_dict(state["windows"])
+        self.history = list(state["history"])
+        return state["iteration"]
+
+    def next_iteration(self, iteration: int) -> dict:
+        """Iteration ``iteration`` on the next prompts; its row joins :attr:`history`.
+
+        A run stopped inside it (:class:`TrainingStopped`) gives the prompts back, so the
+        checkpoint written then makes a resumed run repeat this iteration.
+        """
+        cursor = self.sampler.cursor
+        try:
+            record = self.iteration(iteration, self.sampler.take(self.cfg.prompts_per_iter))
+        except TrainingStopped:
+            self.sampler.cursor = cursor
+            raise
+        self.history.append(record)
+        return record
+
+    # -- pieces ------------------------------------------------------------------------------
+    def plan(self, left: int):
+        """The rollout plan with the window at ``left``; unset η, solver, compression: the algorithm's own."""
+        cfg = self.cfg
+        return build_plan(cfg.algo, num_steps=cfg.steps, shift=cfg.shift, window_start=left, window_size=cfg.window,
+                          eta=cfg.eta, solver=cfg.solver, compression=cfg.compression)
+
+    def conditioning(self, prompt_ids: list[int]) -> dict[str, torch.Tensor]:
+        """Text conditioning per prompt, encoded once and cached (text encoders run only for new prompts)."""
+        missing = [i for i in dict.fromkeys(prompt_ids) if i not in self.cond_cache]
+        if missing:
+            encoded = self.model.encode_prompts([self.prompts[i] for i in missing])
+            for row, i in enumerate(missing):
+                self.cond_cache[i] = {k: v[row:row + 1] for k, v in encoded.items()}
+        return {k: torch.cat([self.cond_cache[i][k] for i in prompt_ids]) for k in self.cond_cache[prompt_ids[0]]}
+
+    def trained_rows(self, samples: range, total: int, iteration: int, steps: list[int]) -> dict[int, torch.Tensor] | None:
+        """DanceGRPO: each sample trains its own random subset of steps (None: every sample every step).
+
+        Subsets are drawn for all ``total`` samples of the iteration, then this process's ``samples``
+        are taken (local row indices), so the split between processes changes nothing.
+        """
+        if not self.algorithm.sde_everywhere:
+            return None
+        gen = seeds.generator(self.cfg.seed, iteration, "dance_steps")
+        picks = dance_train_steps(self.cfg.steps, total, self.cfg.dance_fraction, gen,
+                                  first_only=self.cfg.dance_first)[samples.start:samples.stop]
+        return {s: torch.tensor([r for r in range(len(picks)) if s in picks[r]], dtype=torch.long) for s in steps}
+
+    def velocity(self, x, sigma, cond):
+        """The policy's velocity, under bf16/fp16 autocast when asked (rollout and training alike)."""
+        precision = self.cfg.mixed_precision
+        if precision == "no" or self.model.device.type != "cuda":
+            return self.model.velocity(x, sigma, cond)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        with torch.autocast("cuda", dtype=dtype):
+            return self.model.velocity(x, sigma, cond)
+
+    def rollout_members(self, plan, noise, cond, members: range, n: int, iteration: int):
+        """Roll out the samples ``members`` (global indices, group-major) of this process.
+
+        Each group's members share the group's noise and trunk; consecutive groups with the same
+        number of members here run as one batch. Per-member generators make every sample's
+        trajectory independent of how samples are split between processes.
+        """
+        from mixgrpo.algorithm.rollout import Rollout, Transition
+
+        cfg, model = self.cfg, self.model
+        runs: list[tuple[list[int], int]] = []  # (groups, members per group)
+        for g in range(len(noise)):
+            count = len(range(max(members.start, g * n), min(members.stop, (g + 1) * n)))
+            if count == 0:
+                continue
+            if runs and runs[-1][1] == count:
+                runs[-1][0].append(g)
+            else:
+                runs.append(([g], count))
+        outs = []
+        for groups, count in runs:
+            ids = [m for g in groups for m in range(max(members.start, g * n), min(members.stop, (g + 1) * n))]
+            gens = [seeds.generator(cfg.seed, iteration, "sde_noise", m, device=model.device) for m in ids]
+            group_cond = {k: v[groups] for k, v in cond.items()}
+            outs.append(mixed_rollout(self.velocity, noise[groups].to(model.device), plan, group_cond,
+                                      group_size=count, generator=gens, share_trunk=cfg.share_trunk))
+        if len(outs) == 1:
+            return outs[0]
+        transitions = [Transition(t.step, t.sigma, t.sigma_next, *(torch.cat([o.transitions[i][f] for o in outs])
+                                                                    for f in (3, 4, 5)))
+                       for i, t in enumerate(outs[0].transitions)]
+        return Rollout(samples=torch.cat([o.samples for o in outs]), transitions=transitions, nfe=outs[0].nfe,
+                       network_evals=sum(o.network_evals for o in outs), num_groups=len(noise), group_size=n)
+
+    # -- the iteration -----------------------------------------------------------------------
+    def iteration(self, iteration: int, prompt_ids: list[int]) -> dict:
+        cfg, model = self.cfg, self.model
+        started = time.perf_counter()
+        left = self.windows.left
+        plan = self.plan(left)
+        groups, n = len(prompt_ids), cfg.group_size
+        latent = model.latent_shape(cfg.resolution, cfg.resolution)
+        noise = torch.randn(groups, *latent, generator=seeds.generator(cfg.seed, iteration, "initial_noise"))
+        cond = self.conditioning(prompt_ids)
+        mine = self.processes.my_samples(groups * n)
+        model.transformer.eval()
+        rollout = self.rollout_members(plan, noise, cond, mine, n, iteration)
+        rollout_s = time.perf_counter() - started
+
+        texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
+        with torch.no_grad():
+            images = torch.cat([model.decode(rollout.samples[i:i + 32]) for i in range(0, len(mine), 32)])
+        local = self.rewards.score(images, texts[mine.start:mine.stop]).normalized()
+        rewards = {name: self.processes.gather(r.to(self.processes.device)).cpu() for name, r in local.items()}
+        weights = self.rewards.weights
+        adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
+        failed = torch.isnan(adv)
+        self.check_failures(failed, iteration)
+        reward_s = time.perf_counter() - started - rollout_s
+
+        my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
+        # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
+        stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
+        self.windows.advance()
+        raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
+        return {"iteration": iteration + 1, "world_size": self.processes.world, "window_start": left, "nfe": rollout.nfe,
+                "network_evals": int(self.processes.gather(torch.tensor([rollout.network_evals],
+                                                                        device=self.processes.device)).sum()),
+                "reward": raw,
+                "advantages": [round(a, 6) for a in adv.tolist()],
+                "reward_mean": weighted_mean(raw, weights),
+                "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
+                "update_s": time.perf_counter() - started - rollout_s - reward_s,
+                "seconds": time.perf_counter() - started, **stats}
+
+    def check_failures(self, failed: torch.Tensor, iteration: int) -> None:
+        """Warn about samples whose reward failed; stop after ``max_failed_iterations`` wholly failed iterations.
+
+        A failed sample (NaN reward: the judge timed out, answered 500 or garbage) is left out of its
+        group's statistics. When every sample failed the iteration has nothing to learn from, so its
+        update is skipped; that many in a row means the reward is down, and the run stops.
+        """
+        if not failed.all():
+            self.failed_iterations = 0
+            if failed.any():
+                warnings.warn(f"iteration {iteration + 1}: {int(failed.sum())} of {len(failed)} sample(s) had no "
+                              "valid reward and are left out of their groups.")
+            return
+        self.failed_iterations += 1
+        warnings.warn(f"iteration {iteration + 1}: every sample's reward failed; its update is skipped "
+                      f"({self.failed_iterations} such iteration(s) in a row).")
+        if self.failed_iterations >= self.cfg.max_failed_iterations:
+            raise TrainingStopped(
+                f"every sample's reward failed in {self.failed_iterations} consecutive iterations (max_failed_iterations="
+                f"{self.cfg.max_failed_iterations}); check the reward ({self.cfg.reward}): is its server up and "
+                "answering {'score': number}? Then resume the run.")
+
+    def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float) -> dict | None:
+        """Back-propagate ``scale ·`` PPO-clip (+ β·KL) loss over the window transitions of the samples ``rows``.
+
+        The loss is a mean over (sample, step) terms, so it splits into one backward per
+        transition, weighted by its share of the terms: ``L = Σ_t (n_t / n) · L_t``. Only one
+        transition's activations are alive at a time, which is what lets FLUX-size models train
+        many window steps (or DanceGRPO's 14) without holding every step's graph.
+        """
+        cfg = self.cfg
+        chosen_per_step = []
+        for transition in rollout.transitions:
+            chosen = rows if dance_rows is None else rows[torch.isin(rows, dance_rows[transition.step])]
+            if len(chosen):
+                chosen_per_step.append((transition, chosen))
+        total = sum(len(chosen) for _, chosen in chosen_per_step)
+        if total == 0:
+            return None
+        clipped, max_log_ratio, kl_sum = 0.0, 0.0, 0.0
+        for transition, chosen in chosen_per_step:
+            part = select_rows(transition, chosen)
+            part_cond = {k: v[chosen] for k, v in cond.items()}
+            mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
+            ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob, adv[chosen].to(mean.device),
+                                cfg.clip_range)
+            loss = ppo.loss
+            if cfg.kl_beta > 0:
+                with torch.no_grad(), self.model.reference():
+                    ref_mean, _ = transition_mean_std(self.velocity, part, part_cond, plan)
+                kl = kl_to_reference(mean, ref_mean, std).mean()
+                loss = loss + cfg.kl_beta * kl
+                kl_sum += float(kl) * len(chosen)
+            (loss * (scale * len(chosen) / total)).backward()
+            clipped += float(ppo.clip_fraction) * len(chosen)
+            max_log_ratio = max(max_log_ratio, float(ppo.max_abs_log_ratio))
+        return {"clip_fraction": clipped / total, "max_abs_log_ratio": max_log_ratio, "kl": kl_sum / total}
+
+    def update(self, rollout, plan, cond, adv: torch.Tensor, iteration: int, samples: range, total: int) -> dict:
+        """PPO-clip updates on this process's ``samples`` (``adv`` and ``cond`` are already sliced)."""
+        cfg = self.cfg
+        self.model.transformer.train()
+        valid = torch.nonzero(~torch.isnan(adv)).flatten()
+        order = valid[torch.randperm(len(valid), generator=seeds.generator(cfg.seed, iteration, "update_order"))]
+        dance_rows = self.trained_rows(samples, total, iteration, [t.step for t in rollout.transitions])
+        parts = [p for p in order.tensor_split(cfg.updates_per_iter) if len(p)]
+        first, clip_fractions, kls, norms = None, [], [], []
+        for part in parts:
+            self.optimizer.zero_grad(set_to_none=True)
+            for micro in part.split(cfg.micro_batch):
+                info = self.policy_backward(rollout, plan, cond, adv, micro, dance_rows, len(micro) / len(part))
+                if info is None:
+                    continue
+                first = first or info
+                clip_fractions.append(info["clip_fraction"])
+                kls.append(info["kl"])
+            self.processes.average_gradients(self.params)
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
+            norms.append(norm)
+            if not math.isfinite(norm):
+                self.nan_updates += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                warnings.warn(f"iteration {iteration}: non-finite gradient norm, update skipped "
+                              f"({self.nan_updates} in a row).")
+                if self.nan_updates >= cfg.max_nan_updates:
+                    raise TrainingStopped(f"{self.nan_updates} consecutive non-finite gradient norms (max_nan_updates="
+                                          f"{cfg.max_nan_updates}): lower the learning rate or check the reward for "
+                                          "NaN/inf.")
+                continue
+            self.nan_updates = 0
+            self.optimizer.step()
+        self.model.transformer.eval()
+        return {"first_max_abs_log_ratio": (first or {}).get("max_abs_log_ratio", 0.0),
+                "clip_fraction": sum(clip_fractions) / max(1, len(clip_fractions)),
+                "kl": sum(kls) / max(1, len(kls)), "grad_norm": max(norms) if norms else 0.0,
+                "updates": len(norms)}
+
