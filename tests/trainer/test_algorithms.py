@@ -36,11 +36,11 @@ class Redness(Reward):
 
 
 @pytest.mark.parametrize("algo, cfg_scale", [("mixgrpo", 1), ("flash", 1), ("flash_star", 1), ("dancegrpo", 1),
-                                             ("mixgrpo", 0)], ids=["mixgrpo", "flash", "flash_star", "dancegrpo",
+                                             ("mixgrpo", "")], ids=["mixgrpo", "flash", "flash_star", "dancegrpo",
                                                                    "mixgrpo-guided"])
 def test_short_run_raises_the_reward_and_holds_the_ratio_bar(tmp_path, algo, cfg_scale):
     """Unguided runs (``--cfg-scale 1``) for the figures below; the default run on the embedded model
-    rolls out its classifier-free-guided field (cfg 2, ``--cfg-scale 0`` = the model's own)."""
+    rolls out its classifier-free-guided field (cfg 2: without ``--cfg-scale``, the model's own)."""
     summary = main(small_run(tmp_path, algo=algo, reward="redness", iterations=8, steps=10, window=3,
                              shift_interval=3, group_size=6, prompts_per_iter=4, updates_per_iter=2,
                              micro_batch=12, learning_rate=3e-3, eval_prompts="", cfg_scale=cfg_scale))
