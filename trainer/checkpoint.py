@@ -28,15 +28,16 @@ from mixgrpo.errors import ResumeError
 from mixgrpo.run_folder import RunFolder
 
 
-def save_checkpoint(run_dir: Path, iteration: int, params: dict[str, torch.Tensor], optimizer, state: dict,
-                    keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, iteration: int, weights: dict[str, torch.Tensor], optimizer_state: dict,
+                    state: dict, keep: int = 2) -> Path:
+    """Write ``checkpoints/iter-N/`` atomically: whole ``weights`` by name, the optimizer state, RNG and run state."""
     folder = RunFolder(run_dir)
     final = folder.checkpoint(iteration)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "weights.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     for file in tmp.iterdir():  # make the bytes durable before the rename publishes them
@@ -122,16 +123,22 @@ def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optim
     return None
 
 
-def restore_checkpoint(content: dict, params: dict[str, torch.Tensor], optimizer) -> dict:
-    """Copy what :func:`read_checkpoint` read into the weights, optimizer and RNG; returns the run state."""
-    with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(content["weights"][name].to(param.device, param.dtype))
-    optimizer.load_state_dict(content["optimizer"])
+def restore_checkpoint(content: dict, module: torch.nn.Module, optimizer) -> dict:
+    """Copy what :func:`read_checkpoint` read into ``module``'s trained weights, the optimizer and the RNG.
+
+    Weights and optimizer state are stored whole and by parameter name, so any number of
+    processes, sharded or not, restores them (under FSDP2 each process keeps its own shards).
+    An optimizer state keyed by position (written by earlier versions) loads as it was saved.
+    """
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(module, content["weights"], options=options)
+    saved = content["optimizer"]
+    if all(isinstance(key, int) for group in saved["param_groups"] for key in group["params"]):
+        optimizer.load_state_dict(saved)
+    else:
+        set_optimizer_state_dict(module, optimizer, saved, options=options)
     torch.set_rng_state(content["rng"])
     return content["state"]
-
-
-def load_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> dict:
-    """Restore weights and optimizer in place from ``path``; returns the saved run state."""
-    return restore_checkpoint(read_checkpoint(Path(path), params, optimizer), params, optimizer)

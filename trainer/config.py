@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -26,30 +25,6 @@ from mixgrpo.algorithm.windows import strategy_names
 
 class ConfigError(MixGRPOError, ValueError):
     """A config file or flag that cannot be used: unknown key, wrong type, impossible combination."""
-
-
-# environment variables ``accelerate launch`` sets for a sharded launch → the name of the scheme
-SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
-
-
-def check_launch(environ=os.environ) -> None:
-    """Refuse an ``accelerate launch`` that asks for FSDP or DeepSpeed sharding.
-
-    The loop replicates the model on every process and averages gradients with its own
-    all-reduce (:class:`trainer.processes.Processes`); it never hands the model to ``Accelerator.prepare``.
-    Under an FSDP or DeepSpeed launch config nothing would be sharded, and a full fine-tune of
-    FLUX.1-dev would run out of memory after the model loaded, so the launch stops here instead.
-    """
-    from accelerate.utils.environment import str_to_bool  # how accelerate itself reads these flags
-
-    for variable, scheme in SHARDED_LAUNCHES.items():
-        if str_to_bool(environ.get(variable) or "false"):
-            raise ConfigError(
-                f"accelerate launch asked for {scheme} sharding ({variable}={environ[variable]}), which "
-                f"trainer.run does not implement yet: every process holds the whole model and gradients are "
-                f"averaged across processes. Launch with a plain multi-process config instead, e.g. "
-                f"`accelerate launch --num_processes 8 -m trainer.run ...`, and train a LoRA on models "
-                f"that do not fit one device.")
 
 
 @dataclass(frozen=True)
@@ -188,12 +163,19 @@ class TrainConfig:
                             unset="a new run")
     export_comfyui: str | None = _f(None, "ComfyUI folder to copy the result into (models/loras or "
                                           "models/diffusion_models)", type=str, unset="no copy")
+    sharding: str | None = _f(None, "how several processes share the transformer: ddp (each holds it whole; "
+                                    "gradients averaged by DistributedDataParallel) | fsdp (FSDP2: each holds 1/N of "
+                                    "every weight, gradient and optimizer state)", type=str, choices=("ddp", "fsdp"),
+                              unset="fsdp under an accelerate FSDP config, else ddp")
+    fsdp_offload: bool = _f(False, "FSDP2: keep the shards of weights, gradients and optimizer states in CPU memory")
     seed: int = _f(0, "seed of prompts, noise, windows and LoRA init")
     device: str = _f("auto", "auto | cpu | cuda | cuda:<index>")
 
     def validate(self) -> None:
         """Every value in its range and every combination possible, before anything loads."""
-        check_launch()
+        from .launch import resolve_sharding
+
+        resolve_sharding(self.sharding, self.fsdp_offload)
         if self.group_size < 2:
             raise ConfigError(f"group_size must be ≥ 2: GRPO compares samples within a group (got {self.group_size}).")
         for f in fields(self):

@@ -35,6 +35,7 @@ from mixgrpo.rewards import RewardSet, weighted_mean
 
 from .config import ConfigError, TrainConfig
 from .data import PromptSampler
+from .launch import resolve_sharding
 from .processes import Processes
 
 
@@ -48,10 +49,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, model, rewards: RewardSet, prompts: list[str],
                  params: list[torch.nn.Parameter]):
         self.cfg, self.model, self.rewards, self.prompts = config, model, rewards, prompts
-        self.params = params
         self.sampler = PromptSampler(len(prompts), config.seed)
         self.history: list[dict] = []
-        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         self.algorithm = get_algorithm(config.algo)
         self.windows = WindowSchedule(num_steps=config.steps, size=config.window,
                                       strategy=self.algorithm.strategy(config.window_strategy),
@@ -60,12 +59,16 @@ class Trainer:
         self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
         self.nan_updates = 0
         self.failed_iterations = 0  # consecutive iterations in which every reward failed
-        self.processes = Processes()
-        samples = config.group_size * config.prompts_per_iter
-        if samples % (self.processes.world * config.updates_per_iter):
-            raise ConfigError(f"{samples} samples per iteration do not split into {self.processes.world} processes × "
-                             f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
-                             "updates_per_iter.")
+        self.processes = Processes(*resolve_sharding(config.sharding, config.fsdp_offload), config.mixed_precision)
+        samples, world = config.group_size * config.prompts_per_iter, self.processes.world
+        if samples % (world * config.updates_per_iter):
+            raise ConfigError(f"{samples} samples per iteration do not split into {world} processes × "
+                              f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
+                              "updates_per_iter.")
+        self.processes.prepare(model, config.full_finetune)  # DDP or FSDP2 (FSDP2 replaces the parameters by their shards)
+        self.params = params if self.processes.sharded is None else \
+            [p for p in model.transformer.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -73,6 +76,17 @@ class Trainer:
         """The trained parameters by their name in the transformer (what a checkpoint stores)."""
         names = {id(p): n for n, p in self.model.transformer.named_parameters()}
         return {names[id(p)]: p for p in self.params}
+
+    def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The trained weights and the optimizer state, whole and keyed by parameter name, on the main
+        process; every process must call it (FSDP2 gathers the shards)."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        with self.processes.guard():
+            return (get_model_state_dict(self.model.transformer, options=options),
+                    get_optimizer_state_dict(self.model.transformer, self.optimizer, options=options))
 
     def state_dict(self, iteration: int) -> dict:
         return {"iteration": iteration, "prompt_cursor": self.sampler.cursor, "windows": self.windows.state_dict(),
@@ -93,7 +107,8 @@ class Trainer:
         """
         cursor = self.sampler.cursor
         try:
-            record = self.iteration(iteration, self.sampler.take(self.cfg.prompts_per_iter))
+            with self.processes.guard():
+                record = self.iteration(iteration, self.sampler.take(self.cfg.prompts_per_iter))
         except TrainingStopped:
             self.sampler.cursor = cursor
             raise
@@ -148,15 +163,12 @@ class Trainer:
         from mixgrpo.algorithm.rollout import Rollout, Transition
 
         cfg, model = self.cfg, self.model
-        runs: list[tuple[list[int], int]] = []  # (groups, members per group)
-        for g in range(len(noise)):
-            count = len(range(max(members.start, g * n), min(members.stop, (g + 1) * n)))
-            if count == 0:
-                continue
-            if runs and runs[-1][1] == count:
-                runs[-1][0].append(g)
-            else:
-                runs.append(([g], count))
+        runs = rollout_runs(members, len(noise), n)
+        if self.processes.sharded is not None:  # FSDP2: every process makes as many model calls
+            most = max(len(rollout_runs(self.processes.samples_of(rank, len(noise) * n), len(noise), n))
+                       for rank in range(self.processes.world))
+            for _ in range(most - len(runs)):  # a stand-in trajectory, discarded
+                mixed_rollout(self.velocity, noise[:1].to(model.device), plan, {k: v[:1] for k, v in cond.items()})
         outs = []
         for groups, count in runs:
             ids = [m for g in groups for m in range(max(members.start, g * n), min(members.stop, (g + 1) * n))]
@@ -200,10 +212,11 @@ class Trainer:
 
         my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
         # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
-        stats = self.update(rollout, plan, my_cond, adv[mine.start:mine.stop], iteration, mine, groups * n)
+        stats = self.update(rollout, plan, my_cond, adv, iteration, mine)
         self.windows.advance()
         raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
-        return {"iteration": iteration + 1, "world_size": self.processes.world, "window_start": left, "nfe": rollout.nfe,
+        return {"iteration": iteration + 1, "world_size": self.processes.world, "sharding": self.processes.sharding,
+                "window_start": left, "nfe": rollout.nfe,
                 "network_evals": int(self.processes.gather(torch.tensor([rollout.network_evals],
                                                                         device=self.processes.device)).sum()),
                 "reward": raw,
@@ -235,61 +248,92 @@ class Trainer:
                 f"{self.cfg.max_failed_iterations}); check the reward ({self.cfg.reward}): is its server up and "
                 "answering {'score': number}? Then resume the run.")
 
-    def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float) -> dict | None:
+    def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float,
+                        stand_in: torch.Tensor | None = None, last: bool = True) -> dict | None:
         """Back-propagate ``scale ·`` PPO-clip (+ β·KL) loss over the window transitions of the samples ``rows``.
 
         The loss is a mean over (sample, step) terms, so it splits into one backward per
         transition, weighted by its share of the terms: ``L = Σ_t (n_t / n) · L_t``. Only one
         transition's activations are alive at a time, which is what lets FLUX-size models train
         many window steps (or DanceGRPO's 14) without holding every step's graph.
+
+        With ``stand_in`` rows (several processes) a transition with no row to train still runs, on
+        them with weight 0, so every process makes the same passes. Gradients synchronise on the
+        last pass when ``last``.
         """
         cfg = self.cfg
-        chosen_per_step = []
+        steps = []
         for transition in rollout.transitions:
             chosen = rows if dance_rows is None else rows[torch.isin(rows, dance_rows[transition.step])]
-            if len(chosen):
-                chosen_per_step.append((transition, chosen))
-        total = sum(len(chosen) for _, chosen in chosen_per_step)
-        if total == 0:
+            if len(chosen) or stand_in is not None:
+                steps.append((transition, chosen))
+        total = sum(len(chosen) for _, chosen in steps)
+        if total == 0 and stand_in is None:
             return None
         clipped, max_log_ratio, kl_sum = 0.0, 0.0, 0.0
-        for transition, chosen in chosen_per_step:
-            part = select_rows(transition, chosen)
-            part_cond = {k: v[chosen] for k, v in cond.items()}
-            mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
-            ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob, adv[chosen].to(mean.device),
-                                cfg.clip_range)
-            loss = ppo.loss
-            if cfg.kl_beta > 0:
-                with torch.no_grad(), self.model.reference():
-                    ref_mean, _ = transition_mean_std(self.velocity, part, part_cond, plan)
-                kl = kl_to_reference(mean, ref_mean, std).mean()
-                loss = loss + cfg.kl_beta * kl
-                kl_sum += float(kl) * len(chosen)
-            (loss * (scale * len(chosen) / total)).backward()
-            clipped += float(ppo.clip_fraction) * len(chosen)
-            max_log_ratio = max(max_log_ratio, float(ppo.max_abs_log_ratio))
+        for j, (transition, chosen) in enumerate(steps):
+            real = len(chosen) > 0
+            chosen = chosen if real else stand_in
+            weight = scale * len(chosen) / total if real else 0.0
+            with self.processes.gradient_sync(last and j == len(steps) - 1):
+                part = select_rows(transition, chosen)
+                part_cond = {k: v[chosen] for k, v in cond.items()}
+                mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
+                advantages = adv[chosen] if real else torch.zeros(len(chosen))
+                ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob,
+                                    advantages.to(mean.device), cfg.clip_range)
+                loss = ppo.loss
+                if cfg.kl_beta > 0:
+                    with torch.no_grad(), self.model.reference():
+                        ref_mean, _ = transition_mean_std(self.velocity, part, part_cond, plan)
+                    kl = kl_to_reference(mean, ref_mean, std).mean()
+                    loss = loss + cfg.kl_beta * kl
+                (loss * weight).backward()
+            if real:
+                kl_sum += float(kl) * len(chosen) if cfg.kl_beta > 0 else 0.0
+                clipped += float(ppo.clip_fraction) * len(chosen)
+                max_log_ratio = max(max_log_ratio, float(ppo.max_abs_log_ratio))
+        if total == 0:
+            return None
         return {"clip_fraction": clipped / total, "max_abs_log_ratio": max_log_ratio, "kl": kl_sum / total}
 
-    def update(self, rollout, plan, cond, adv: torch.Tensor, iteration: int, samples: range, total: int) -> dict:
-        """PPO-clip updates on this process's ``samples`` (``adv`` and ``cond`` are already sliced)."""
-        cfg = self.cfg
-        self.model.transformer.train()
+    def update(self, rollout, plan, cond, adv_all: torch.Tensor, iteration: int, samples: range) -> dict:
+        """PPO-clip updates on this process's ``samples`` (``cond`` is sliced, ``adv_all`` holds every sample's).
+
+        The valid samples (reward not NaN) are split into ``K = min(updates_per_iter, most valid on
+        one process)`` parts, one optimizer step each; a step's loss is the mean over every process's
+        rows in its part, so failed samples on one process change nothing but their own absence.
+        Every process makes the same passes whatever its rewards, since under DDP or FSDP a missing
+        pass leaves the others waiting in a collective: each part runs as many micro-batches as the
+        process with the most there, a micro-batch with nothing to train running on a stand-in row
+        with weight 0 (:meth:`policy_backward`). Each process reads the others' counts off ``adv_all``.
+        """
+        cfg, world = self.cfg, self.processes.world
+        adv = adv_all[samples.start:samples.stop]
         valid = torch.nonzero(~torch.isnan(adv)).flatten()
+        counts = (~torch.isnan(adv_all)).view(world, -1).sum(dim=1).tolist()  # valid samples per process
+        steps_here = min(cfg.updates_per_iter, max(counts))
+        self.model.transformer.train()
         order = valid[torch.randperm(len(valid), generator=seeds.generator(cfg.seed, iteration, "update_order"))]
-        dance_rows = self.trained_rows(samples, total, iteration, [t.step for t in rollout.transitions])
-        parts = [p for p in order.tensor_split(cfg.updates_per_iter) if len(p)]
+        dance_rows = self.trained_rows(samples, len(adv_all), iteration, [t.step for t in rollout.transitions])
+        stand_in = torch.tensor([0]) if world > 1 else None
         first, clip_fractions, kls, norms = None, [], [], []
-        for part in parts:
+        for index, part in enumerate(order.tensor_split(steps_here) if steps_here else []):
             self.optimizer.zero_grad(set_to_none=True)
-            for micro in part.split(cfg.micro_batch):
-                info = self.policy_backward(rollout, plan, cond, adv, micro, dance_rows, len(micro) / len(part))
+            micros = list(part.split(cfg.micro_batch))
+            sizes = [len(torch.arange(n).tensor_split(steps_here)[index]) for n in counts]  # this part, everywhere
+            micros += [part[:0]] * (max(math.ceil(n / cfg.micro_batch) for n in sizes) - len(micros))
+            for k, micro in enumerate(micros):
+                # world·rows/all rows: the engine averages over processes, so the step is the mean over
+                # every process's rows (one process: rows / the part's rows)
+                info = self.policy_backward(rollout, plan, cond, adv, micro, dance_rows,
+                                            world * len(micro) / sum(sizes), stand_in=stand_in,
+                                            last=k == len(micros) - 1)
                 if info is None:
                     continue
                 first = first or info
                 clip_fractions.append(info["clip_fraction"])
                 kls.append(info["kl"])
-            self.processes.average_gradients(self.params)
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
             norms.append(norm)
             if not math.isfinite(norm):
@@ -310,3 +354,17 @@ class Trainer:
                 "kl": sum(kls) / max(1, len(kls)), "grad_norm": max(norms) if norms else 0.0,
                 "updates": len(norms)}
 
+
+def rollout_runs(members: range, groups: int, n: int) -> list[tuple[list[int], int]]:
+    """``members`` (global sample indices, group-major) as runs of consecutive groups with the same
+    number of members here: ``[(groups, members per group), …]``, one batched rollout each."""
+    runs: list[tuple[list[int], int]] = []
+    for g in range(groups):
+        count = len(range(max(members.start, g * n), min(members.stop, (g + 1) * n)))
+        if count == 0:
+            continue
+        if runs and runs[-1][1] == count:
+            runs[-1][0].append(g)
+        else:
+            runs.append(([g], count))
+    return runs

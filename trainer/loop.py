@@ -11,7 +11,7 @@ import torch
 
 from mixgrpo import get_algorithm
 from mixgrpo.errors import TrainingStopped
-from mixgrpo.evaluation import Evaluation, evaluate
+from mixgrpo.evaluation import Evaluation, sample_images
 from mixgrpo.run_folder import RunFolder, grid_tag
 
 from .config import TrainConfig, config_dict
@@ -76,6 +76,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     # -- build; a new run's folder appears only once everything loaded (a failed start leaves nothing)
     trainer = build(cfg)
     processes, main_process = trainer.processes, trainer.processes.is_main
+    sharded = processes.sharded is not None
     eval_prompts = evaluation_prompts(cfg.eval_prompts)
     if main_process and not cfg.resume:
         folder.write_config(config_dict(cfg))
@@ -85,25 +86,30 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     start, evaluations = 0, []
     saved = read_latest_checkpoint(folder.path, trainer.named_params, trainer.optimizer) if cfg.resume else None
     if saved is not None:
-        state = restore_checkpoint(saved, trainer.named_params, trainer.optimizer)
+        state = restore_checkpoint(saved, trainer.model.transformer, trainer.optimizer)
         start, evaluations = trainer.load_state_dict(state), state.get("evaluations", [])
         if main_process:  # rows written after that checkpoint belong to the killed attempt
             folder.rewrite_metrics(trainer.history)
-        print(f"resumed {folder.path} at iteration {start} from {saved['path'].name}", flush=True)
+            print(f"resumed {folder.path} at iteration {start} from {saved['path'].name}", flush=True)
     writer = tensorboard(folder) if main_process else None
 
-    def held_out(iteration: int) -> Evaluation:
+    def held_out(iteration: int) -> Evaluation | None:
+        """The main process evaluates; under FSDP2 the others sample with it (each model call needs every shard)."""
+        if not (main_process or sharded):
+            return None
         result = evaluate_and_grid(trainer, eval_prompts, folder, iteration, writer)
-        evaluations.append(result.report() | {"iteration": iteration})
+        if result is not None:
+            evaluations.append(result.report() | {"iteration": iteration})
         return result
 
     def checkpoint(done: int) -> None:
+        weights, optimizer = trainer.checkpoint_tensors()  # every process: FSDP2 gathers the shards
         if main_process:
-            save_checkpoint(folder.path, done, trainer.named_params, trainer.optimizer,
+            save_checkpoint(folder.path, done, weights, optimizer,
                             trainer.state_dict(done) | {"evaluations": evaluations}, keep=cfg.keep_checkpoints)
 
     # -- iterate
-    before = held_out(0) if start == 0 and main_process else None
+    before = held_out(0) if start == 0 else None
     metrics = folder.metrics_writer() if main_process else None
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, unit="it",
                desc=get_algorithm(cfg.algo).display_name, disable=not main_process)
@@ -122,8 +128,8 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
             done = iteration + 1
             if main_process:
                 log_iteration(record, metrics, writer, bar)
-                if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
-                    held_out(done)
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
+                held_out(done)
             signum = stop.agreed(processes)
             if signum or done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                 checkpoint(done)
@@ -135,16 +141,16 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
         if signum:
             raise stop.exit(signum, cfg.iterations, folder.path, announce=main_process)
     processes.barrier()
-    if not main_process:
-        return {}
-    metrics.close()
 
     # -- evaluate, plot, export
     after = held_out(cfg.iterations)
+    export(trainer, folder)  # every process: FSDP2 gathers the weights to the main one
+    if not main_process:
+        return {}
+    metrics.close()
     plot_training(trainer.history, folder.training_plot, evaluations)
     if before is not None:
         save_before_after(before, after, folder)
-    export(trainer, folder)
     summary = {"before": evaluations[0]["mean"], "after": evaluations[-1]["mean"],
                "before_per_category": evaluations[0].get("per_category", {}),
                "after_per_category": evaluations[-1].get("per_category", {}),
@@ -158,14 +164,21 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     return summary
 
 
-def evaluate_and_grid(trainer: Trainer, prompts: list[str], folder: RunFolder, iteration: int, writer) -> Evaluation:
-    """The held-out evaluation after ``iteration`` iterations, with its sample grid (24 images) and scalar."""
+def evaluate_and_grid(trainer: Trainer, prompts: list[str], folder: RunFolder, iteration: int,
+                      writer) -> Evaluation | None:
+    """The held-out evaluation after ``iteration`` iterations, with its sample grid (24 images) and scalar.
+
+    Off the main process (FSDP2) it only samples, and returns None.
+    """
     from mixgrpo.plots import save_sample_grid
 
     cfg = trainer.cfg
     trainer.model.transformer.eval()
-    result = evaluate(trainer.model, prompts, trainer.rewards, range(cfg.eval_seeds), steps=cfg.steps, shift=cfg.shift,
-                      resolution=cfg.resolution)
+    images, texts = sample_images(trainer.model, prompts, range(cfg.eval_seeds), steps=cfg.steps, shift=cfg.shift,
+                                  resolution=cfg.resolution)
+    if not trainer.processes.is_main:
+        return None
+    result = Evaluation(images, texts, trainer.rewards.score(images, texts))
     picks = spread(len(result.prompts), 24)
     save_sample_grid(result.images[picks], [result.prompts[i] for i in picks], folder.sample_grid(grid_tag(iteration)),
                      columns=8)
@@ -190,14 +203,20 @@ def save_before_after(before: Evaluation, after: Evaluation, folder: RunFolder) 
 
 
 def export(trainer: Trainer, folder: RunFolder):
-    """The LoRA (or the whole transformer) into the run folder, and a copy into ComfyUI when asked."""
+    """The LoRA (or the whole transformer) into the run folder, and a copy into ComfyUI when asked.
+
+    Every process calls it: under FSDP2 the weights are gathered whole to the main process, which writes.
+    """
     from pathlib import Path
 
     from .outputs import export_to_comfyui, save_lora, save_transformer
 
     cfg = trainer.cfg
-    result = save_transformer(trainer.model, folder.transformer) if cfg.full_finetune else \
-        save_lora(trainer.model, folder.lora, cfg.lora_rank, cfg.lora_alpha)
+    weights = trainer.processes.gathered_weights(trainer.model.transformer, trainable_only=not cfg.full_finetune)
+    if not trainer.processes.is_main:
+        return None
+    result = save_transformer(trainer.model, folder.transformer, weights) if cfg.full_finetune else \
+        save_lora(trainer.model, folder.lora, cfg.lora_rank, cfg.lora_alpha, weights)
     if cfg.export_comfyui:
         print(f"exported to {export_to_comfyui(result, Path(cfg.export_comfyui), folder.name, cfg.full_finetune)}")
     return result

@@ -9,14 +9,22 @@ from pathlib import Path
 import torch
 
 
-def save_lora(model, folder: Path, rank: int, alpha: float) -> Path:
-    """``pytorch_lora_weights.safetensors`` (diffusers ``load_lora_weights`` format) + ``adapter_config.json``."""
+def lora_layers(model, weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The LoRA's tensors in peft's naming, from the transformer or from gathered ``weights`` (FSDP2)."""
     from peft.utils import get_peft_model_state_dict
 
+    return get_peft_model_state_dict(model.transformer, state_dict=weights, adapter_name="mixgrpo")
+
+
+def save_lora(model, folder: Path, rank: int, alpha: float, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """``pytorch_lora_weights.safetensors`` (diffusers ``load_lora_weights`` format) + ``adapter_config.json``.
+
+    ``weights``: the transformer's gathered trained weights when it is sharded (else read from it).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    layers = get_peft_model_state_dict(model.transformer, adapter_name="mixgrpo")
+    layers = lora_layers(model, weights)
     type(model.pipe).save_lora_weights(str(folder), transformer_lora_layers=layers)
-    save_comfyui_lora(model, folder / "comfyui_lora.safetensors", alpha)
+    save_comfyui_lora(layers, folder / "comfyui_lora.safetensors", alpha)
     (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": alpha,
                                                              "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}))
     return folder
@@ -38,25 +46,37 @@ def comfyui_lora_state_dict(peft_layers: dict[str, torch.Tensor], alpha: float) 
     return out
 
 
-def save_comfyui_lora(model, path: Path, alpha: float) -> Path:
-    from peft.utils import get_peft_model_state_dict
+def save_comfyui_lora(layers: dict[str, torch.Tensor], path: Path, alpha: float) -> Path:
     from safetensors.torch import save_file
 
-    layers = get_peft_model_state_dict(model.transformer, adapter_name="mixgrpo")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(comfyui_lora_state_dict(layers, alpha), str(path), metadata={"format": "comfyui-lora", "alpha": str(alpha)})
     return path
 
 
-def save_transformer(model, folder: Path) -> Path:
-    """The whole fine-tuned transformer as one ``diffusion_pytorch_model.safetensors`` (+ config)."""
+def save_transformer(model, folder: Path, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """The whole fine-tuned transformer in diffusers layout (``config.json`` + safetensors), loadable by
+    ``from_pretrained``; one ``diffusion_pytorch_model.safetensors``, or shards with an index past 10 GB.
+
+    ``weights``: the gathered state dict when the transformer is sharded (else read from it).
+    """
+    from huggingface_hub import save_torch_state_dict
+
     folder.mkdir(parents=True, exist_ok=True)
-    model.transformer.save_pretrained(str(folder), max_shard_size="100GB")
+    if weights is None:
+        model.transformer.save_pretrained(str(folder), max_shard_size="10GB")
+        return folder
+    model.transformer.save_config(str(folder))
+    save_torch_state_dict(weights, str(folder), filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+                          max_shard_size="10GB")
     return folder
 
 
 def export_to_comfyui(result: Path, comfyui: Path, run_name: str, full: bool) -> Path:
-    """Copy the result into a ComfyUI models tree (``models/loras`` or ``models/diffusion_models``)."""
+    """Copy the result into a ComfyUI models tree (``models/loras`` or ``models/diffusion_models``).
+
+    ComfyUI loads one file per model: a transformer saved in shards is written there as one.
+    """
     if full:
         target = Path(comfyui) / "models" / "diffusion_models" / f"{run_name}.safetensors"
         source = result / "diffusion_pytorch_model.safetensors"
@@ -64,7 +84,16 @@ def export_to_comfyui(result: Path, comfyui: Path, run_name: str, full: bool) ->
         target = Path(comfyui) / "models" / "loras" / f"{run_name}.safetensors"
         source = result / "comfyui_lora.safetensors"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    if source.is_file():
+        shutil.copyfile(source, target)
+    else:
+        from safetensors.torch import load_file, save_file
+
+        index = json.loads((result / "diffusion_pytorch_model.safetensors.index.json").read_text())
+        merged = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            merged.update(load_file(str(result / shard)))
+        save_file(merged, str(target))
     return target
 
 

@@ -1,76 +1,150 @@
-"""The processes of one run: rank, world size, and the collectives the loop needs (gather, all-reduce, barrier).
+"""The processes of one run and the engine that keeps them in step: PyTorch DDP or FSDP2, launched by ``accelerate``.
 
-``accelerate launch`` sets them up (gloo on CPU, NCCL on GPUs); a plain ``python -m trainer.run`` is
-one process. A peer that dies turns every later collective into :class:`ProcessLost`.
+``accelerate launch`` starts the processes (gloo on CPU, NCCL on GPUs); a plain ``python -m
+trainer.run`` is one process, and nothing is wrapped. With several processes the transformer goes
+to the engine (:meth:`Processes.prepare`):
+
+- **DDP** (``--sharding ddp``, the default): every process holds the whole model;
+  ``DistributedDataParallel`` averages gradients in buckets, overlapped with the backward pass.
+- **FSDP2** (``--sharding fsdp``, or a launch with an accelerate FSDP config): ``fully_shard`` on
+  every transformer block, then the root; each process holds ``1/world`` of every weight, gradient
+  and optimizer state, and reduce-scatters gradients.
+
+Within one optimizer step only the last backward pass synchronises (:meth:`Processes.gradient_sync`).
+Rewards are gathered with accelerate's ``gather``. A peer that dies turns the next collective into
+:class:`ProcessLost`.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
 from mixgrpo.cli import one_line
 from mixgrpo.errors import MixGRPOError
 
-
-class Processes:
-    """This process's rank among ``world`` (``accelerate launch`` sets them; 1 process otherwise).
-
-    Samples ``0..G·N−1`` are split into equal contiguous slices, one per process, so a group may
-    span processes; rewards are gathered so advantages always see whole groups, and gradients are
-    averaged across processes after each backward pass.
-    """
-
-    def __init__(self):
-        from accelerate import PartialState
-
-        # without CUDA, a multi-process launch must ask for CPU (gloo) explicitly, or each process runs alone
-        state = PartialState(cpu=not torch.cuda.is_available())
-        self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
-        self.is_main = state.is_main_process
-
-    def _collective(self, operation, *args, **kwargs):
-        """Run a collective; a peer that died (killed, out of memory) becomes :class:`ProcessLost`.
-
-        Gloo and NCCL report a vanished peer as a ``RuntimeError`` ("Connection closed by peer").
-        """
-        try:
-            return operation(*args, **kwargs)
-        except RuntimeError as error:
-            raise ProcessLost(f"process {self.rank} of {self.world}: another process of this run stopped "
-                              f"({one_line(error)[:200]})") from None
-
-    def my_samples(self, total: int) -> range:
-        per = total // self.world
-        return range(self.rank * per, (self.rank + 1) * per)
-
-    def gather(self, local: torch.Tensor) -> torch.Tensor:
-        if self.world == 1:
-            return local
-        parts = [torch.empty_like(local) for _ in range(self.world)]
-        self._collective(torch.distributed.all_gather, parts, local.contiguous())
-        return torch.cat(parts)
-
-    def average_gradients(self, params) -> None:
-        if self.world == 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            self._collective(torch.distributed.all_reduce, p.grad)
-            p.grad /= self.world
-
-    def max_int(self, value: int) -> int:
-        """The largest ``value`` over all processes (one all-reduce; every process must call it)."""
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
-        self._collective(torch.distributed.all_reduce, tensor, op=torch.distributed.ReduceOp.MAX)
-        return int(tensor)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            self._collective(torch.distributed.barrier)
+SHARDINGS = ("ddp", "fsdp")
 
 
 class ProcessLost(MixGRPOError, RuntimeError):
     """Another process of a multi-process run died; this one cannot go on alone."""
+
+
+class Processes:
+    """This process's rank among ``world``, and the engine its transformer runs under.
+
+    Samples ``0..G·N−1`` are split into equal contiguous slices, one per process, so a group may
+    span processes; rewards are gathered so advantages always see whole groups.
+    """
+
+    def __init__(self, sharding: str = "ddp", offload: bool = False, mixed_precision: str = "no"):
+        from accelerate import PartialState
+
+        # without CUDA, a multi-process launch must ask for CPU (gloo) explicitly, or each process runs alone
+        state = PartialState(cpu=not torch.cuda.is_available())
+        self.state = state
+        self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
+        self.is_main = state.is_main_process
+        self.sharding = sharding if self.world > 1 else "none"
+        self.offload, self.mixed_precision = offload, mixed_precision
+        self.ddp = None      # the DistributedDataParallel wrapper, under DDP
+        self.sharded = None  # the fully_shard-ed transformer, under FSDP2
+        self.sync_every_pass = False
+
+    # -- the engine ------------------------------------------------------------------------
+    def prepare(self, model, full_finetune: bool = False) -> None:
+        """Hand ``model``'s transformer (LoRA already injected) to DDP or FSDP2; one process: nothing.
+
+        A full fine-tune under FSDP2 reduce-scatters after every backward pass: accumulating
+        unsharded gradients would hold the whole model's gradients on every process.
+        """
+        self.sync_every_pass = full_finetune
+        if self.sharding == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers never change (no batch norm): no broadcast, so a forward pass needs no collective
+            self.ddp = DistributedDataParallel(model.transformer, broadcast_buffers=False,
+                                               device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model.network = self.ddp
+        elif self.sharding == "fsdp":
+            self.sharded = self._shard(model)
+        if self.world > 1:
+            here = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.transformer.parameters())
+            total = sum(p.numel() for p in model.transformer.parameters())
+            print(f"process {self.rank} of {self.world} ({self.sharding}) holds {here} of {total} transformer "
+                  "weights", flush=True)
+
+    def _shard(self, model):
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+        options = {"offload_policy": CPUOffloadPolicy() if self.offload else OffloadPolicy()}
+        if self.mixed_precision != "no" and self.device.type == "cuda":
+            dtype = torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16
+            options["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        for block in model.shard_units():
+            fully_shard(block, **options)
+        return fully_shard(model.transformer, **options)
+
+    def gradient_sync(self, enabled: bool):
+        """A context for one backward pass: synchronise gradients only when ``enabled`` (the last of a step)."""
+        if self.ddp is not None and not enabled:
+            return self.ddp.no_sync()
+        if self.sharded is not None:
+            self.sharded.set_requires_gradient_sync(enabled or self.sync_every_pass)
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def guard(self):
+        """Turn a collective's failure (gloo/NCCL: "Connection closed by peer") into :class:`ProcessLost`."""
+        if self.world == 1:
+            yield
+            return
+        try:
+            yield
+        except ProcessLost:
+            raise
+        except RuntimeError as error:
+            raise ProcessLost(f"process {self.rank} of {self.world}: another process of this run stopped "
+                              f"({one_line(error)[:200]})") from None
+
+    # -- collectives -----------------------------------------------------------------------
+    def samples_of(self, rank: int, total: int) -> range:
+        """The samples process ``rank`` rolls out and trains: its contiguous ``total / world`` slice."""
+        per = total // self.world
+        return range(rank * per, (rank + 1) * per)
+
+    def my_samples(self, total: int) -> range:
+        return self.samples_of(self.rank, total)
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        """Every process's ``local`` (same shape everywhere), concatenated in rank order."""
+        if self.world == 1:
+            return local
+        from accelerate.utils import gather
+
+        with self.guard():
+            return gather(local.contiguous())
+
+    def max_int(self, value: int) -> int:
+        """The largest ``value`` over all processes (every process must call it)."""
+        if self.world == 1:
+            return value
+        return int(self.gather(torch.tensor([value], dtype=torch.int64, device=self.device)).max())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            with self.guard():
+                self.state.wait_for_everyone()
+
+    # -- whole state for checkpoints and export ----------------------------------------------
+    def gathered_weights(self, module, trainable_only: bool) -> dict[str, torch.Tensor] | None:
+        """Under FSDP2, ``module``'s weights gathered whole to the main process's CPU (the others get ``{}``);
+        every process must call it. Unsharded: None (the module holds them whole already)."""
+        if self.sharded is None:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        with self.guard():
+            return get_model_state_dict(module, options=StateDictOptions(
+                full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only))

@@ -43,6 +43,8 @@ class FlowModelAdapter(ABC):
             raise ValueError(f"cfg_scale must be a positive number (1 = no classifier-free guidance); got {cfg_scale}")
         self.pipe = pipe
         self.transformer = pipe.transformer
+        #: what runs the transformer: itself, or a wrapper around it (DDP); FSDP2 shards it in place
+        self.network = self.transformer
         self.vae = pipe.vae
         # channels-last convolutions: see decode(); ``.to(device/dtype)`` keeps the layout
         self.vae.to(memory_format=torch.channels_last)
@@ -154,6 +156,13 @@ class FlowModelAdapter(ABC):
 
     def __call__(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
         return self.velocity(x, sigma, cond)
+
+    #: the transformer's lists of repeated blocks: the units FSDP2 shards (then the root)
+    block_lists: tuple[str, ...] = ("transformer_blocks", "single_transformer_blocks")
+
+    def shard_units(self) -> list[torch.nn.Module]:
+        """The transformer blocks, each sharded on its own so only one block is whole at a time."""
+        return [block for name in self.block_lists for block in getattr(self.transformer, name, ())]
 
     # -- LoRA --------------------------------------------------------------------------------
     def add_lora(self, rank: int = 16, alpha: float | None = None, target_modules=None, name: str = "mixgrpo"):

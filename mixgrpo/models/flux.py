@@ -57,7 +57,7 @@ class FluxAdapter(FlowModelAdapter):
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((b,), self.guidance, device=x.device, dtype=torch.float32)
-        out = self.transformer(
+        out = self.network(
             hidden_states=pack_latents(x.to(dtype)),
             timestep=self.model_timestep(sigma).to(dtype),
             guidance=guidance,

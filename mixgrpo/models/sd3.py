@@ -28,7 +28,7 @@ class SD3Adapter(FlowModelAdapter):
 
     def model_velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
         dtype = self.dtype
-        return self.transformer(
+        return self.network(
             hidden_states=x.to(dtype),
             timestep=self.model_timestep(sigma).to(dtype),
             encoder_hidden_states=cond["prompt_embeds"].to(dtype),

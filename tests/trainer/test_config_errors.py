@@ -9,7 +9,7 @@ import torch
 
 from mixgrpo.errors import ModelLoadError, ScheduleError
 from mixgrpo.rewards import RewardSpecError
-from trainer.config import ConfigError, TrainConfig, build_parser, check_launch, load_yaml, parse_config
+from trainer.config import ConfigError, TrainConfig, build_parser, load_yaml, parse_config
 from trainer.loop import build
 
 pytestmark = pytest.mark.trainer
@@ -79,20 +79,37 @@ def test_window_start_past_the_last_trainable_window(tiny_flux):
     assert [trainer.windows.left_at(k) for k in range(3)] == [5, 5, 5]
 
 
-def test_sharded_launch_is_refused_not_ignored(tmp_path):
-    # The shipped FSDP accelerate config, launched for real: the loop cannot shard, so it must stop
-    # before loading anything (no run folder) rather than replicate the model on every process.
+def test_what_an_accelerate_launch_asks_for_is_honoured_or_refused_in_one_line():
+    from trainer.launch import launch_sharding, resolve_sharding
+
+    assert launch_sharding({}) == (None, False)
+    assert launch_sharding({"ACCELERATE_USE_FSDP": "false"}) == (None, False)  # a plain multi-process launch
+    assert launch_sharding({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == ("fsdp", False)
+    assert launch_sharding({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"}) \
+        == ("fsdp", True)
+    with pytest.raises(ConfigError, match="FSDP version 1; trainer.run shards with FSDP2: set fsdp_version: 2"):
+        launch_sharding({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"})
+    with pytest.raises(ConfigError, match="asked for DeepSpeed, which trainer.run does not use"):
+        launch_sharding({"ACCELERATE_USE_DEEPSPEED": "true"})
+    assert resolve_sharding(None, False, {}) == ("ddp", False)
+    assert resolve_sharding(None, False, {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == ("fsdp", False)
+    with pytest.raises(ConfigError, match="--sharding ddp contradicts the accelerate launch"):
+        resolve_sharding("ddp", False, {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
+    with pytest.raises(ConfigError, match="--fsdp-offload .* needs --sharding fsdp"):
+        resolve_sharding("ddp", True, {})
+
+
+def test_an_fsdp1_accelerate_config_is_refused_before_anything_loads(tmp_path):
+    config = tmp_path / "fsdp1.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_machines: 1\n"
+                      "num_processes: 1\nfsdp_config:\n  fsdp_version: 1\n")
     repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(repo / "trainer/configs/accelerate/fsdp.yaml"), "--num_processes", "1",
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
                            "-m", "trainer.run", "--run-dir", str(tmp_path / "runs"), "--iterations", "1"],
                           cwd=repo, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert "accelerate launch asked for FSDP sharding" in done.stderr
+    assert "error: accelerate launch asked for FSDP version 1" in done.stderr
     assert not (tmp_path / "runs").exists()
-    with pytest.raises(ConfigError, match="DeepSpeed sharding"):
-        check_launch({"ACCELERATE_USE_DEEPSPEED": "true"})
-    check_launch({"ACCELERATE_USE_FSDP": "false"})  # what a plain multi-process launch may set
 
 
 def test_unset_options_are_none_and_older_runs_zero_sentinels_read_as_unset():

@@ -22,7 +22,7 @@ def _run_with_two_checkpoints(root: Path):
     for iteration in (1, 2):
         sum(p.square().sum() for p in params.values()).backward()
         optimizer.step()
-        save_checkpoint(root, iteration, params, optimizer, {"iteration": iteration, "prompt_cursor": 2 * iteration,
+        save_checkpoint(root, iteration, params, optimizer.state_dict(), {"iteration": iteration, "prompt_cursor": 2 * iteration,
                                                              "windows": {}, "history": []})
     return params, optimizer
 

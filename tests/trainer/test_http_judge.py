@@ -22,7 +22,8 @@ EVAL = 2     # evaluation prompts × 1 seed, scored before and after training
 
 
 class Judge(ThreadingHTTPServer):
-    """Scores an image by its red share; answer ``k`` of the run follows ``script(k)``: ok | slow | 500 | garbage."""
+    """Scores an image by its red share; answer ``k`` of the run, for ``prompt``, follows ``script(k, prompt)``:
+    ok | slow | 500 | garbage."""
 
     daemon_threads = True
 
@@ -40,7 +41,7 @@ class JudgeHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
             k, self.server.count = self.server.count, self.server.count + 1
-        action = self.server.script(k)
+        action = self.server.script(k, body["prompt"])
         if action == "slow":
             time.sleep(1.5)  # the client gave up after 0.5 s
             return
@@ -79,7 +80,7 @@ def _flags(tmp_path: Path, **overrides) -> list[str]:
     return small_run(tmp_path, eval_prompts=tmp_path / "eval.txt", **overrides)
 
 
-def mid_run_faults(k: int) -> str:
+def mid_run_faults(k: int, prompt: str) -> str:
     """Evaluation and iteration 1 answer; iteration 2: 2 time-outs, 2 × 500, 2 garbage, 2 answers; iteration 3 all 500."""
     if k < EVAL + SAMPLES:
         return "ok"
@@ -109,7 +110,7 @@ def test_failed_samples_are_left_out_and_a_wholly_failed_iteration_skips_its_upd
     assert summary["after"] == summary["after"] and judge.count == 2 * EVAL + 3 * SAMPLES
 
 
-def judge_goes_down(k: int) -> str:
+def judge_goes_down(k: int, prompt: str) -> str:
     return "ok" if k < EVAL else "500"
 
 
@@ -128,7 +129,7 @@ def test_a_judge_that_stays_down_stops_the_run_with_a_checkpoint_to_resume(tmp_p
     assert [r["updates"] for r in _rows(run)] == [0]
     assert json.loads((run / "checkpoints" / "iter-000001" / "state.json").read_text())["iteration"] == 1
 
-    judge.script = lambda k: "ok"  # the judge is back
+    judge.script = lambda k, prompt: "ok"  # the judge is back
     main(["--resume", str(run)])
     rows = _rows(run)
     assert [r["iteration"] for r in rows] == [1, 2, 3] and [r["failed_samples"] for r in rows] == [8, 0, 0]
