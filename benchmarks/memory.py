@@ -34,11 +34,12 @@ allocator and CUDA context.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from mixgrpo.cli import add_debug_flag, run_command
+
+from . import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GB = 1e9
@@ -126,10 +127,7 @@ def main(argv=None) -> list[dict]:
     sizes = flux_dev_sizes(args.lora_rank) | {"lora_rank": args.lora_rank}
     rows = plan(sizes, args.micro_batch)
     text = markdown(sizes, rows, args.micro_batch)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory.md").write_text(text)
-    (args.out / "memory.json").write_text(json.dumps({"sizes": sizes, "rows": rows}, indent=2))
-    print(text)
+    write_results(args.out, "memory", text, {"sizes": sizes, "rows": rows})
     return rows
 
 

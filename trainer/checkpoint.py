@@ -38,11 +38,17 @@ def save_checkpoint(run_dir: Path, iteration: int, weights: dict[str, torch.Tens
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
     torch.save(optimizer_state, tmp / "optimizer.pt")
+    return _publish(tmp, final, state, folder, keep)
+
+
+def _publish(tmp: Path, final: Path, state: dict, folder: RunFolder, keep: int) -> Path:
+    """Add the RNG and run state to ``tmp``, make every byte durable, rename it to ``final``, drop old ones."""
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state))
-    for file in tmp.iterdir():  # make the bytes durable before the rename publishes them
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
+    for file in tmp.rglob("*"):  # make the bytes durable before the rename publishes them
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in folder.checkpoint_dirs()[:-keep]:
@@ -55,6 +61,7 @@ class CheckpointDamaged(ResumeError):
 
 
 STATE_KEYS = ("iteration", "prompt_cursor", "windows", "history")
+SHARDS = "shards"  # the torch.distributed.checkpoint folder of a sharded checkpoint
 
 
 def read_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> dict:
@@ -74,6 +81,21 @@ def read_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> d
         except Exception as error:  # any failure to parse is damage, whatever the library raises
             raise damaged(file, f"unreadable ({type(error).__name__}: {one_line(error)[:160]})") from None
 
+    if (path / SHARDS).is_dir():
+        content = {"shards": path / SHARDS, **_read_shard_index(path, params, damaged)}
+    else:
+        content = _read_whole(path, params, optimizer, read, damaged)
+    rng = read("rng.pt", lambda f: torch.load(f, weights_only=True))
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
+        raise damaged("rng.pt", "holds no torch RNG state")
+    state = read("state.json", lambda f: json.loads(f.read_text()))
+    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
+        raise damaged("state.json", f"lacks one of the keys {', '.join(STATE_KEYS)}")
+    return content | {"rng": rng["torch"], "state": state}
+
+
+def _read_whole(path: Path, params, optimizer, read, damaged) -> dict:
+    """``weights.safetensors`` and ``optimizer.pt``, checked against the run's parameters and optimizer."""
     weights = read("weights.safetensors", lambda f: load_file(str(f)))
     missing = sorted(set(params) - set(weights))
     if missing:
@@ -88,13 +110,22 @@ def read_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> d
     found = [len(group.get("params", ())) for group in saved.get("param_groups", ())] if isinstance(saved, dict) else []
     if found != expected:
         raise damaged("optimizer.pt", f"holds parameter groups of sizes {found}, the run's are {expected}")
-    rng = read("rng.pt", lambda f: torch.load(f, weights_only=True))
-    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
-        raise damaged("rng.pt", "holds no torch RNG state")
-    state = read("state.json", lambda f: json.loads(f.read_text()))
-    if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
-        raise damaged("state.json", f"lacks one of the keys {', '.join(STATE_KEYS)}")
-    return {"weights": weights, "optimizer": saved, "rng": rng["torch"], "state": state}
+    return {"weights": weights, "optimizer": saved}
+
+
+def _read_shard_index(path: Path, params, damaged) -> dict:
+    """The sharded checkpoint's index (``.metadata``): every trained weight must be in it."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        stored = FileSystemReader(str(path / SHARDS)).read_metadata().state_dict_metadata
+    except Exception as error:  # any failure to parse is damage, whatever the library raises
+        raise damaged(SHARDS, f"unreadable index ({type(error).__name__}: {one_line(error)[:160]})") from None
+    missing = sorted(name for name in params if f"model.{name}" not in stored)
+    if missing:
+        raise damaged(SHARDS, f"lacks {len(missing)} trained weight(s), e.g. {missing[0]}; a run with other LoRA / "
+                              "fine-tuning settings wrote it, or it was cut short")
+    return {}
 
 
 def _warn(message: str) -> None:
@@ -133,6 +164,10 @@ def restore_checkpoint(content: dict, module: torch.nn.Module, optimizer) -> dic
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                          set_optimizer_state_dict)
 
+    if "shards" in content:
+        _load_shards(content["shards"], module, optimizer)
+        torch.set_rng_state(content["rng"])
+        return content["state"]
     options = StateDictOptions(full_state_dict=True, strict=False)
     set_model_state_dict(module, content["weights"], options=options)
     saved = content["optimizer"]
@@ -142,3 +177,49 @@ def restore_checkpoint(content: dict, module: torch.nn.Module, optimizer) -> dic
         set_optimizer_state_dict(module, optimizer, saved, options=options)
     torch.set_rng_state(content["rng"])
     return content["state"]
+
+
+def sharded_tensors(module: torch.nn.Module, optimizer) -> dict:
+    """What a sharded checkpoint holds: this process's shards of the trained weights and their AdamW state."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    options = StateDictOptions(ignore_frozen_params=True)
+    return {"model": get_model_state_dict(module, options=options),
+            "optimizer": get_optimizer_state_dict(module, optimizer, options=options)}
+
+
+def save_sharded_checkpoint(run_dir: Path, iteration: int, module: torch.nn.Module, optimizer, state: dict,
+                            processes, keep: int = 2) -> Path:
+    """Every process writes its own shards (``torch.distributed.checkpoint``) into ``iter-N.tmp/shards``; the
+    main process adds RNG and run state and renames the folder into place once all have written."""
+    import torch.distributed.checkpoint as dcp
+
+    folder = RunFolder(run_dir)
+    final = folder.checkpoint(iteration)
+    tmp = final.with_name(final.name + ".tmp")
+    if processes.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    processes.barrier()
+    with processes.guard():
+        dcp.save(sharded_tensors(module, optimizer), checkpoint_id=str(tmp / SHARDS))
+    if processes.is_main:
+        _publish(tmp, final, state, folder, keep)
+    processes.barrier()
+    return final
+
+
+def _load_shards(shards: Path, module: torch.nn.Module, optimizer) -> None:
+    """Read a sharded checkpoint into ``module`` and ``optimizer``, resharded to however they are split now."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+    tensors = sharded_tensors(module, optimizer)
+    try:
+        dcp.load(tensors, checkpoint_id=str(shards))
+    except Exception as error:  # a shard file cut short or missing
+        raise CheckpointDamaged(f"{shards}: {type(error).__name__}: {one_line(error)[:200]}") from None
+    options = StateDictOptions(ignore_frozen_params=True, strict=False)  # the index was checked: nothing lacks
+    set_model_state_dict(module, tensors["model"], options=options)
+    set_optimizer_state_dict(module, optimizer, tensors["optimizer"], options=options)

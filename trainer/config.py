@@ -140,7 +140,8 @@ class TrainConfig:
                                     choices=("advantage", "reward"))
     advantage_clip: float = _f(5.0, "clamp advantages to ±this", POSITIVE)
     clip_range: float = _f(1e-4, "PPO clip ε on the per-element-mean log-prob ratio", Range(0, 1, low_open=True, high_open=True))
-    kl_beta: float = _f(0.0, "KL weight β to the base model (LoRA switched off)", NON_NEGATIVE)
+    kl_beta: float = _f(0.0, "KL weight β to the base model (the LoRA switched off; with --full-finetune a frozen "
+                             "copy of the starting transformer, sharded like it under FSDP2)", NON_NEGATIVE)
     learning_rate: float = _f(3e-4, "AdamW learning rate (paper, FLUX: 1e-5)", Range(0, 1, low_open=True))
     weight_decay: float = _f(1e-4, "AdamW weight decay", NON_NEGATIVE)
     max_grad_norm: float = _f(1.0, "gradient clipping norm", POSITIVE)
@@ -197,9 +198,6 @@ class TrainConfig:
             import torch
             if not torch.cuda.is_available():
                 raise ConfigError("--attention xformers needs a CUDA GPU; on this machine use --attention sdpa.")
-        if self.kl_beta > 0 and self.full_finetune:
-            raise ConfigError("kl_beta > 0 needs the LoRA switched off as the reference; with --full-finetune "
-                              "there is no frozen copy of the model. Use a LoRA or set --kl-beta 0.")
         samples = self.group_size * self.prompts_per_iter
         if self.updates_per_iter < 1 or samples % self.updates_per_iter:
             raise ConfigError(f"updates_per_iter={self.updates_per_iter} must divide the {samples} samples "

@@ -78,15 +78,13 @@ class Trainer:
         return {names[id(p)]: p for p in self.params}
 
     def checkpoint_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """The trained weights and the optimizer state, whole and keyed by parameter name, on the main
-        process; every process must call it (FSDP2 gathers the shards)."""
+        """The trained weights and the optimizer state, whole and keyed by parameter name (unsharded runs)."""
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                              get_optimizer_state_dict)
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-        with self.processes.guard():
-            return (get_model_state_dict(self.model.transformer, options=options),
-                    get_optimizer_state_dict(self.model.transformer, self.optimizer, options=options))
+        return (get_model_state_dict(self.model.transformer, options=options),
+                get_optimizer_state_dict(self.model.transformer, self.optimizer, options=options))
 
     def state_dict(self, iteration: int) -> dict:
         return {"iteration": iteration, "prompt_cursor": self.sampler.cursor, "windows": self.windows.state_dict(),

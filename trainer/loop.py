@@ -51,6 +51,8 @@ def build(cfg: TrainConfig) -> Trainer:
     model = load_model(cfg, device)
     torch.manual_seed(cfg.seed)
     if cfg.full_finetune:
+        if cfg.kl_beta > 0:
+            model.keep_reference_copy()
         model.transformer.requires_grad_(True)
         params = list(model.transformer.parameters())
     else:
@@ -68,7 +70,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
 
     from mixgrpo.plots import plot_training
 
-    from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint
+    from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint, save_sharded_checkpoint
     from .data import evaluation_prompts
     from .processes import ProcessLost
     from .signals import StopRequest
@@ -103,10 +105,15 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
         return result
 
     def checkpoint(done: int) -> None:
-        weights, optimizer = trainer.checkpoint_tensors()  # every process: FSDP2 gathers the shards
-        if main_process:
-            save_checkpoint(folder.path, done, weights, optimizer,
-                            trainer.state_dict(done) | {"evaluations": evaluations}, keep=cfg.keep_checkpoints)
+        """Every process calls it: under FSDP2 each writes its own shards, else the main one writes all."""
+        state = trainer.state_dict(done) | {"evaluations": evaluations}
+        if sharded:
+            save_sharded_checkpoint(folder.path, done, trainer.model.transformer, trainer.optimizer, state, processes,
+                                    keep=cfg.keep_checkpoints)
+        else:
+            weights, optimizer = trainer.checkpoint_tensors()
+            if main_process:
+                save_checkpoint(folder.path, done, weights, optimizer, state, keep=cfg.keep_checkpoints)
 
     # -- iterate
     before = held_out(0) if start == 0 else None

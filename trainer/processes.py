@@ -84,6 +84,10 @@ class Processes:
             options["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
         for block in model.shard_units():
             fully_shard(block, **options)
+        if model.reference_network is not None:  # the frozen KL reference, sharded alike
+            for block in model.shard_units(model.reference_network):
+                fully_shard(block, **options)
+            fully_shard(model.reference_network, **options)
         return fully_shard(model.transformer, **options)
 
     def gradient_sync(self, enabled: bool):

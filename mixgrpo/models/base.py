@@ -45,6 +45,7 @@ class FlowModelAdapter(ABC):
         self.transformer = pipe.transformer
         #: what runs the transformer: itself, or a wrapper around it (DDP); FSDP2 shards it in place
         self.network = self.transformer
+        self.reference_network = None  # a frozen copy for a full fine-tune's KL (keep_reference_copy)
         self.vae = pipe.vae
         # channels-last convolutions: see decode(); ``.to(device/dtype)`` keeps the layout
         self.vae.to(memory_format=torch.channels_last)
@@ -160,9 +161,10 @@ class FlowModelAdapter(ABC):
     #: the transformer's lists of repeated blocks: the units FSDP2 shards (then the root)
     block_lists: tuple[str, ...] = ("transformer_blocks", "single_transformer_blocks")
 
-    def shard_units(self) -> list[torch.nn.Module]:
-        """The transformer blocks, each sharded on its own so only one block is whole at a time."""
-        return [block for name in self.block_lists for block in getattr(self.transformer, name, ())]
+    def shard_units(self, transformer: torch.nn.Module | None = None) -> list[torch.nn.Module]:
+        """The blocks of the transformer (or of a copy of it), each sharded on its own so only one is whole at a time."""
+        transformer = self.transformer if transformer is None else transformer
+        return [block for name in self.block_lists for block in getattr(transformer, name, ())]
 
     # -- LoRA --------------------------------------------------------------------------------
     def add_lora(self, rank: int = 16, alpha: float | None = None, target_modules=None, name: str = "mixgrpo"):
@@ -175,9 +177,22 @@ class FlowModelAdapter(ABC):
                                                 init_lora_weights=True), adapter_name=name)
         return [p for p in self.transformer.parameters() if p.requires_grad]
 
+    def keep_reference_copy(self) -> None:
+        """Freeze a copy of the transformer as it is now: the KL reference of a full fine-tune."""
+        import copy
+
+        self.reference_network = copy.deepcopy(self.transformer).requires_grad_(False).eval()
+
     @contextlib.contextmanager
     def reference(self):
-        """Run the base model with the LoRA adapter switched off (the KL reference)."""
+        """Run the reference model (the KL's base): the frozen copy if one is kept, else the LoRA switched off."""
+        if self.reference_network is not None:
+            network, self.network = self.network, self.reference_network
+            try:
+                yield self
+            finally:
+                self.network = network
+            return
         self.transformer.disable_adapters()
         try:
             yield self
