@@ -176,7 +176,12 @@ class TrainConfig:
         """Every value in its range and every combination possible, before anything loads."""
         from .launch import resolve_sharding
 
-        resolve_sharding(self.sharding, self.fsdp_offload)
+        sharding, offload = resolve_sharding(self.sharding, self.fsdp_offload)
+        if offload:
+            import torch
+            if not torch.cuda.is_available():
+                raise ConfigError("--fsdp-offload moves FSDP2's shards between GPU and CPU memory; without CUDA "
+                                  "they live in CPU memory already: drop the flag.")
         if self.group_size < 2:
             raise ConfigError(f"group_size must be ≥ 2: GRPO compares samples within a group (got {self.group_size}).")
         for f in fields(self):

@@ -288,7 +288,7 @@ class Trainer:
                     loss = loss + cfg.kl_beta * kl
                 (loss * weight).backward()
             if real:
-                kl_sum += float(kl) * len(chosen) if cfg.kl_beta > 0 else 0.0
+                kl_sum += float(kl.detach()) * len(chosen) if cfg.kl_beta > 0 else 0.0
                 clipped += float(ppo.clip_fraction) * len(chosen)
                 max_log_ratio = max(max_log_ratio, float(ppo.max_abs_log_ratio))
         if total == 0:

@@ -97,6 +97,9 @@ def test_what_an_accelerate_launch_asks_for_is_honoured_or_refused_in_one_line()
         resolve_sharding("ddp", False, {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
     with pytest.raises(ConfigError, match="--fsdp-offload .* needs --sharding fsdp"):
         resolve_sharding("ddp", True, {})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="without CUDA they live in CPU memory already"):
+            parse_config(["--sharding", "fsdp", "--fsdp-offload"])
 
 
 def test_an_fsdp1_accelerate_config_is_refused_before_anything_loads(tmp_path):

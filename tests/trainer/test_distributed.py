@@ -5,6 +5,7 @@ what it holds, so a launch that silently starts one process fails here. Toleranc
 on this CPU: gradients averaged across processes are summed in another order than one process's.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -57,12 +58,13 @@ def test_ddp_lora_on_two_processes_equals_one(tmp_path):
 
 
 def test_fsdp2_full_finetune_shards_in_half_and_equals_one_process(tmp_path):
+    """With gradient checkpointing under FSDP2; then one process's checkpoint resumed on two."""
     from diffusers import FluxTransformer2DModel
 
     flags = small_run(tmp_path, iterations=2, prompts_per_iter=1, group_size=4, updates_per_iter=1,
                       checkpoint_every=1) + ["--full-finetune", "--learning-rate", "1e-4"]
     main(flags + ["--name", "one"])
-    out = launch(flags + ["--sharding", "fsdp", "--name", "two"])
+    out = launch(flags + ["--sharding", "fsdp", "--gradient-checkpointing", "--name", "two"])
     holds = {int(rank): (int(here), int(total)) for rank, kind, here, total in HOLDS.findall(out) if kind == "fsdp"}
     assert sorted(holds) == [0, 1]
     total = holds[0][1]
@@ -77,6 +79,16 @@ def test_fsdp2_full_finetune_shards_in_half_and_equals_one_process(tmp_path):
     assert max_difference(tmp_path / "runs" / "one" / weights, tmp_path / "runs" / "two" / weights) <= 5e-6
     loaded = FluxTransformer2DModel.from_pretrained(str(tmp_path / "runs" / "two" / "transformer"))
     assert sum(p.numel() for p in loaded.parameters()) == total  # the export is whole, in diffusers layout
+    # one process's whole checkpoint after iteration 1, resumed under an FSDP2 launch on two
+    runs = tmp_path / "runs"
+    shutil.copytree(runs / "one", runs / "one-then-two")
+    shutil.rmtree(runs / "one-then-two" / "checkpoints" / "iter-000002")
+    shutil.rmtree(runs / "one-then-two" / "transformer")
+    done = subprocess.run(LAUNCH + ["--resume", str(runs / "one-then-two")], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=os.environ | {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(r["world_size"], r["sharding"]) for r in run_metrics(runs / "one-then-two")] == [(1, "none"), (2, "fsdp")]
+    assert max_difference(runs / "one" / weights, runs / "one-then-two" / weights) <= 5e-6
 
 
 def test_an_fsdp2_checkpoint_resumes_on_two_processes_exactly_and_on_one_within_rounding(tmp_path):
