@@ -109,6 +109,17 @@ def test_an_fsdp2_checkpoint_resumes_on_two_processes_exactly_and_on_one_within_
     lora = Path("lora") / "pytorch_lora_weights.safetensors"
     assert max_difference(runs / "straight" / lora, runs / "on-two" / lora) <= 1e-6  # measured: 0
     assert max_difference(runs / "straight" / lora, runs / "on-one" / lora) <= 1e-6  # measured: 5e-8
+    # the FSDP2 export is the one-process export: the same ComfyUI LoRA (whose keys tests/comfyui checks
+    # against ComfyUI's own key map), and diffusers' load_lora_weights takes it
+    comfy = Path("lora") / "comfyui_lora.safetensors"
+    assert max_difference(runs / "straight" / comfy, runs / "on-one" / comfy) <= 1e-6
+    from mixgrpo.models import load_flow_model
+    from mixgrpo.models.embedded import EMBEDDED_DIR
+    from trainer.outputs import load_lora_into
+
+    model = load_flow_model(EMBEDDED_DIR)
+    load_lora_into(model, runs / "straight" / "lora")
+    assert "mixgrpo" in model.transformer.peft_config
     assert [r["world_size"] for r in run_metrics(runs / "on-one")] == [2, 1]
 
 

@@ -116,9 +116,12 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
     assert state["iteration"] == stopped_at
 
 
-def test_a_killed_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_a_killed_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_path, sharding):
+    """Under FSDP2 the checkpoint is sharded (each process wrote its part) and resumes on one process."""
     run = tmp_path / "runs" / "two"
-    launcher = subprocess.Popen([*LAUNCH, "-m", "trainer.run", *_flags(tmp_path), "--name", "two"], cwd=REPO,
+    launcher = subprocess.Popen([*LAUNCH, "-m", "trainer.run", *_flags(tmp_path), "--sharding", sharding,
+                                 "--name", "two"], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _wait_for_rows(run, 3, launcher)  # the checkpoint of iteration 3 is written with row 3
     while not (run / "checkpoints" / "iter-000003").is_dir() and launcher.poll() is None:
