@@ -132,17 +132,22 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optimizer, warn=_warn) -> dict | None:
+def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optimizer, warn=_warn,
+                           restore=None) -> dict | None:
     """The newest checkpoint of ``run_dir`` that reads whole (None when the run has none).
 
     Each damaged one is reported through ``warn`` and skipped; when every one is damaged, a
-    :class:`CheckpointDamaged` lists them all.
+    :class:`CheckpointDamaged` lists them all. With ``restore`` (``content → run state``) each
+    candidate is also restored, and one that fails to (a sharded checkpoint's shard file cut short,
+    found only as it is read) counts as damaged too: the older one then overwrites all it wrote.
     """
     folders = RunFolder(run_dir).checkpoint_dirs()
     problems = []
     for folder in reversed(folders):
         try:
             content = read_checkpoint(folder, params, optimizer)
+            if restore is not None:
+                content["state"] = restore(content)
         except CheckpointDamaged as error:
             problems.append(str(error))
             warn(f"warning: checkpoint {folder} is damaged ({error}); trying the previous one.")
@@ -215,11 +220,18 @@ def _load_shards(shards: Path, module: torch.nn.Module, optimizer) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
+
     tensors = sharded_tensors(module, optimizer)
     try:
         dcp.load(tensors, checkpoint_id=str(shards))
-    except Exception as error:  # a shard file cut short or missing
-        raise CheckpointDamaged(f"{shards}: {type(error).__name__}: {one_line(error)[:200]}") from None
+    except CheckpointException as error:  # a shard file cut short or missing: each process says what it hit
+        rank, failure = next(iter(error.failures.items()))
+        cause = failure[0] if isinstance(failure, tuple) else failure
+        raise CheckpointDamaged(f"{shards}: unreadable on process {rank} ({type(cause).__name__}: "
+                                f"{one_line(cause)[:160]})") from None
+    except Exception as error:
+        raise CheckpointDamaged(f"{shards}: unreadable ({type(error).__name__}: {one_line(error)[:160]})") from None
     options = StateDictOptions(ignore_frozen_params=True, strict=False)  # the index was checked: nothing lacks
     set_model_state_dict(module, tensors["model"], options=options)
     set_optimizer_state_dict(module, optimizer, tensors["optimizer"], options=options)

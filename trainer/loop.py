@@ -86,9 +86,11 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
 
     # -- resume: weights, optimizer, RNG, prompt order, windows, history and evaluations
     start, evaluations = 0, []
-    saved = read_latest_checkpoint(folder.path, trainer.named_params, trainer.optimizer) if cfg.resume else None
+    saved = read_latest_checkpoint(folder.path, trainer.named_params, trainer.optimizer,
+                                   restore=lambda content: restore_checkpoint(content, trainer.model.transformer,
+                                                                              trainer.optimizer)) if cfg.resume else None
     if saved is not None:
-        state = restore_checkpoint(saved, trainer.model.transformer, trainer.optimizer)
+        state = saved["state"]
         start, evaluations = trainer.load_state_dict(state), state.get("evaluations", [])
         if main_process:  # rows written after that checkpoint belong to the killed attempt
             folder.rewrite_metrics(trainer.history)

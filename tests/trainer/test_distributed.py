@@ -106,9 +106,20 @@ def test_an_fsdp2_checkpoint_resumes_on_two_processes_exactly_and_on_one_within_
     out = launch(["--resume", str(runs / "on-two")])
     assert out.count("resumed") == 1  # said once, by the main process
     main(["--resume", str(runs / "on-one")])
+    # a shard file cut short is found as it is read: the resume falls back to the checkpoint before
+    shutil.copytree(runs / "straight", runs / "damaged")
+    shutil.rmtree(runs / "damaged" / "lora")
+    shard = runs / "damaged" / "checkpoints" / "iter-000002" / "shards" / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:100])
+    damaged = subprocess.run([sys.executable, "-m", "trainer.run", "--resume", str(runs / "damaged")], cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+    assert damaged.returncode == 0, damaged.stderr[-3000:]
+    assert f"warning: checkpoint {runs / 'damaged' / 'checkpoints' / 'iter-000002'} is damaged" in damaged.stderr
+    assert "resumed" in damaged.stdout and "from iter-000001" in damaged.stdout
     lora = Path("lora") / "pytorch_lora_weights.safetensors"
     assert max_difference(runs / "straight" / lora, runs / "on-two" / lora) <= 1e-6  # measured: 0
     assert max_difference(runs / "straight" / lora, runs / "on-one" / lora) <= 1e-6  # measured: 5e-8
+    assert max_difference(runs / "straight" / lora, runs / "damaged" / lora) <= 1e-6
     # the FSDP2 export is the one-process export: the same ComfyUI LoRA (whose keys tests/comfyui checks
     # against ComfyUI's own key map), and diffusers' load_lora_weights takes it
     comfy = Path("lora") / "comfyui_lora.safetensors"
