@@ -37,26 +37,6 @@ def max_difference(a: Path, b: Path) -> float:
     return max((wa[k] - wb[k]).abs().max().item() for k in wa)
 
 
-def test_ddp_lora_on_two_processes_equals_one(tmp_path):
-    # one prompt group of 4 samples: process 0 rolls out members 0–1, process 1 members 2–3
-    flags = small_run(tmp_path, iterations=1, prompts_per_iter=1, group_size=4, updates_per_iter=1,
-                      checkpoint_every=1)
-    main(flags + ["--name", "one"])
-    out = launch(flags + ["--name", "two"])
-    holds = HOLDS.findall(out)
-    assert sorted(h[0] for h in holds) == ["0", "1"] and {h[1] for h in holds} == {"ddp"}
-    assert all(h[2] == h[3] for h in holds)  # DDP: each process holds the whole model
-    (one,), (two,) = run_metrics(tmp_path / "runs" / "one"), run_metrics(tmp_path / "runs" / "two")
-    assert (one["world_size"], two["world_size"], two["sharding"]) == (1, 2, "ddp")
-    # whole-group statistics; metrics.jsonl rounds advantages to 6 decimals, so one rounding step apart
-    assert one["advantages"] == pytest.approx(two["advantages"], abs=2e-6)
-    assert one["reward_mean"] == pytest.approx(two["reward_mean"], abs=1e-6)
-    assert one["grad_norm"] == pytest.approx(two["grad_norm"], rel=1e-5)  # measured: 2e-7 relative
-    # after one AdamW step the LoRA weights agree to float32 rounding (measured: 2.7e-7)
-    lora = Path("lora") / "pytorch_lora_weights.safetensors"
-    assert max_difference(tmp_path / "runs" / "one" / lora, tmp_path / "runs" / "two" / lora) <= 1e-5
-
-
 def test_fsdp2_full_finetune_shards_in_half_and_equals_one_process(tmp_path):
     """With gradient checkpointing under FSDP2; then one process's checkpoint resumed on two."""
     from diffusers import FluxTransformer2DModel
@@ -99,27 +79,23 @@ def test_an_fsdp2_checkpoint_resumes_on_two_processes_exactly_and_on_one_within_
     runs = tmp_path / "runs"
     shards = runs / "straight" / "checkpoints" / "iter-000001" / "shards"  # each process wrote its own
     assert {p.name for p in shards.iterdir()} >= {".metadata", "__0_0.distcp", "__1_0.distcp"}
-    for name in ("on-two", "on-one"):  # the run as a kill after iteration 1 leaves it
+    for name in ("on-two", "on-one"):
         shutil.copytree(runs / "straight", runs / name)
-        shutil.rmtree(runs / name / "checkpoints" / "iter-000002")
         shutil.rmtree(runs / name / "lora")
+    shutil.rmtree(runs / "on-two" / "checkpoints" / "iter-000002")  # as a kill after iteration 1 leaves it
     out = launch(["--resume", str(runs / "on-two")])
     assert out.count("resumed") == 1  # said once, by the main process
-    main(["--resume", str(runs / "on-one")])
     # a shard file cut short is found as it is read: the resume falls back to the checkpoint before
-    shutil.copytree(runs / "straight", runs / "damaged")
-    shutil.rmtree(runs / "damaged" / "lora")
-    shard = runs / "damaged" / "checkpoints" / "iter-000002" / "shards" / "__1_0.distcp"
+    shard = runs / "on-one" / "checkpoints" / "iter-000002" / "shards" / "__1_0.distcp"
     shard.write_bytes(shard.read_bytes()[:100])
-    damaged = subprocess.run([sys.executable, "-m", "trainer.run", "--resume", str(runs / "damaged")], cwd=REPO,
+    damaged = subprocess.run([sys.executable, "-m", "trainer.run", "--resume", str(runs / "on-one")], cwd=REPO,
                              capture_output=True, text=True, timeout=600)
     assert damaged.returncode == 0, damaged.stderr[-3000:]
-    assert f"warning: checkpoint {runs / 'damaged' / 'checkpoints' / 'iter-000002'} is damaged" in damaged.stderr
+    assert f"warning: checkpoint {runs / 'on-one' / 'checkpoints' / 'iter-000002'} is damaged" in damaged.stderr
     assert "resumed" in damaged.stdout and "from iter-000001" in damaged.stdout
     lora = Path("lora") / "pytorch_lora_weights.safetensors"
     assert max_difference(runs / "straight" / lora, runs / "on-two" / lora) <= 1e-6  # measured: 0
     assert max_difference(runs / "straight" / lora, runs / "on-one" / lora) <= 1e-6  # measured: 5e-8
-    assert max_difference(runs / "straight" / lora, runs / "damaged" / lora) <= 1e-6
     # the FSDP2 export is the one-process export: the same ComfyUI LoRA (whose keys tests/comfyui checks
     # against ComfyUI's own key map), and diffusers' load_lora_weights takes it
     comfy = Path("lora") / "comfyui_lora.safetensors"
@@ -167,16 +143,32 @@ def test_a_process_whose_rewards_all_fail_makes_the_same_passes_and_the_same_upd
     assert max_difference(tmp_path / "runs" / "one" / lora, tmp_path / "runs" / "two" / lora) <= 1e-5
 
 
-def test_two_nodes_on_localhost_equal_one_launch_of_two_processes(tmp_path):
-    """``--num_machines 2``: two launches of one process each, joined over TCP at 127.0.0.1."""
+def test_ddp_lora_on_two_processes_equals_one_and_two_nodes_equal_one_node(tmp_path):
+    """DDP on two processes against one; then ``--num_machines 2``: two launches of one process each,
+    joined over TCP at 127.0.0.1, against the one launch of two."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
+    # one prompt group of 4 samples: process 0 rolls out members 0–1, process 1 members 2–3
     flags = small_run(tmp_path, iterations=1, prompts_per_iter=1, group_size=4, updates_per_iter=1,
                       checkpoint_every=1)
-    launch(flags + ["--name", "one-node"])
+    main(flags + ["--name", "one"])
+    out = launch(flags + ["--name", "one-node"])
+    holds = HOLDS.findall(out)
+    assert sorted(h[0] for h in holds) == ["0", "1"] and {h[1] for h in holds} == {"ddp"}
+    assert all(h[2] == h[3] for h in holds)  # DDP: each process holds the whole model
+    (one,), (two,) = run_metrics(tmp_path / "runs" / "one"), run_metrics(tmp_path / "runs" / "one-node")
+    assert (one["world_size"], two["world_size"], two["sharding"]) == (1, 2, "ddp")
+    # whole-group statistics; metrics.jsonl rounds advantages to 6 decimals, so one rounding step apart
+    assert one["advantages"] == pytest.approx(two["advantages"], abs=2e-6)
+    assert one["reward_mean"] == pytest.approx(two["reward_mean"], abs=1e-6)
+    assert one["grad_norm"] == pytest.approx(two["grad_norm"], rel=1e-5)  # measured: 2e-7 relative
+    # after one AdamW step the LoRA weights agree to float32 rounding (measured: 2.7e-7)
+    lora = Path("lora") / "pytorch_lora_weights.safetensors"
+    assert max_difference(tmp_path / "runs" / "one" / lora, tmp_path / "runs" / "one-node" / lora) <= 1e-5
+
     node = [*LAUNCH[:LAUNCH.index("--num_machines")], "--num_machines", "2", "--main_process_ip", "127.0.0.1",
             "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"]
     second = subprocess.Popen(node + ["--machine_rank", "1", "-m", "trainer.run", *flags, "--name", "two-nodes"],
@@ -189,21 +181,17 @@ def test_two_nodes_on_localhost_equal_one_launch_of_two_processes(tmp_path):
     runs = tmp_path / "runs"
     (a,), (b,) = run_metrics(runs / "one-node"), run_metrics(runs / "two-nodes")
     assert b["world_size"] == 2 and a["reward_mean"] == b["reward_mean"] and a["grad_norm"] == b["grad_norm"]
-    lora = Path("lora") / "pytorch_lora_weights.safetensors"
     assert max_difference(runs / "one-node" / lora, runs / "two-nodes" / lora) == 0.0  # the same arithmetic
 
 
 def test_a_full_finetune_with_kl_keeps_a_frozen_sharded_reference(tmp_path):
-    """``--kl-beta`` with ``--full-finetune``: the KL to a frozen copy of the starting transformer, 0 until
-    the first optimizer step and above 0 after it, on one process and under FSDP2 alike."""
+    """``--kl-beta`` with ``--full-finetune`` under FSDP2: the KL to a frozen, sharded copy of the starting
+    transformer (the first iteration's second update already sees a moved policy)."""
     flags = small_run(tmp_path, iterations=2, prompts_per_iter=1, group_size=4, updates_per_iter=2,
                       micro_batch=2, checkpoint_every=2) + ["--full-finetune", "--learning-rate", "1e-4",
                                                             "--kl-beta", "0.01"]
-    main(flags + ["--name", "one"])
     out = launch(flags + ["--sharding", "fsdp", "--name", "two"])
     assert "process 1 of 2 (fsdp)" in out
-    one, two = run_metrics(tmp_path / "runs" / "one"), run_metrics(tmp_path / "runs" / "two")
-    for rows in (one, two):
-        assert rows[0]["kl"] < rows[1]["kl"] and rows[1]["kl"] > 0  # the policy has left the reference
-    # the main process logs the KL of its own half of the samples (measured: 4 % from all samples')
-    assert one[1]["kl"] == pytest.approx(two[1]["kl"], rel=0.2)
+    rows = run_metrics(tmp_path / "runs" / "two")
+    # 0 until the first step, then it grows (measured 2.4e-5 after 2 iterations; one process: 2.3e-5)
+    assert 0 < rows[0]["kl"] < rows[1]["kl"]
