@@ -319,7 +319,7 @@ class Trainer:
         for index, part in enumerate(order.tensor_split(steps_here) if steps_here else []):
             self.optimizer.zero_grad(set_to_none=True)
             micros = list(part.split(cfg.micro_batch))
-            sizes = [len(torch.arange(n).tensor_split(steps_here)[index]) for n in counts]  # this part, everywhere
+            sizes = [part_size(n, steps_here, index) for n in counts]  # this part's rows on every process
             micros += [part[:0]] * (max(math.ceil(n / cfg.micro_batch) for n in sizes) - len(micros))
             for k, micro in enumerate(micros):
                 # world·rows/all rows: the engine averages over processes, so the step is the mean over
@@ -366,3 +366,8 @@ def rollout_runs(members: range, groups: int, n: int) -> list[tuple[list[int], i
         else:
             runs.append(([g], count))
     return runs
+
+
+def part_size(count: int, parts: int, index: int) -> int:
+    """Rows in part ``index`` when ``count`` rows are split into ``parts`` as ``Tensor.tensor_split`` does."""
+    return count // parts + (index < count % parts)
