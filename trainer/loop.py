@@ -7,6 +7,8 @@ evaluates and writes files; all of them train, checkpoint at the same iterations
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from mixgrpo import get_algorithm
@@ -64,6 +66,20 @@ def build(cfg: TrainConfig) -> Trainer:
     return Trainer(cfg, model, rewards, training_prompts(cfg.prompts), params)
 
 
+@contextlib.contextmanager
+def resume_hint_on_loss(folder: RunFolder):
+    """A lost process, wherever it is noticed (a pass, a checkpoint's barrier, the export), ends the run with
+    the checkpoint to resume from: the last finished one, since the state in memory is mid-iteration."""
+    from .processes import ProcessLost
+
+    try:
+        yield
+    except ProcessLost as error:
+        last = folder.checkpoint_dirs()
+        since = f"from {last[-1].name}" if last else "from the start (no checkpoint yet)"
+        raise ProcessLost(f"{error}; resume {since} with: python -m trainer.run --resume {folder.path}") from None
+
+
 def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     """Train ``cfg`` into ``folder`` (a new run, or ``cfg.resume``'s); returns the summary (``{}`` off the main process)."""
     from tqdm import tqdm
@@ -72,7 +88,6 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
 
     from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint, save_sharded_checkpoint
     from .data import evaluation_prompts
-    from .processes import ProcessLost
     from .signals import StopRequest
 
     # -- build; a new run's folder appears only once everything loaded (a failed start leaves nothing)
@@ -122,7 +137,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     metrics = folder.metrics_writer() if main_process else None
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, unit="it",
                desc=get_algorithm(cfg.algo).display_name, disable=not main_process)
-    with StopRequest() as stop:
+    with StopRequest() as stop, resume_hint_on_loss(folder):
         for iteration in bar:
             try:
                 record = trainer.next_iteration(iteration)
@@ -130,10 +145,6 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
                 checkpoint(iteration)
                 raise TrainingStopped(f"{error} Checkpoint written at iteration {iteration}; resume with: "
                                       f"python -m trainer.run --resume {folder.path}") from None
-            except ProcessLost as error:  # mid-iteration state: resume from the last checkpoint instead
-                last = folder.checkpoint_dirs()
-                since = f"from {last[-1].name}" if last else "from the start (no checkpoint yet)"
-                raise ProcessLost(f"{error}; resume {since} with: python -m trainer.run --resume {folder.path}") from None
             done = iteration + 1
             if main_process:
                 log_iteration(record, metrics, writer, bar)
@@ -149,11 +160,12 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
         signum = stop.agreed(processes)  # a signal during the last iteration's checkpoint
         if signum:
             raise stop.exit(signum, cfg.iterations, folder.path, announce=main_process)
-    processes.barrier()
 
     # -- evaluate, plot, export
-    after = held_out(cfg.iterations)
-    export(trainer, folder)  # every process: FSDP2 gathers the weights to the main one
+    with resume_hint_on_loss(folder):
+        processes.barrier()
+        after = held_out(cfg.iterations)
+        export(trainer, folder)  # every process: FSDP2 gathers the weights to the main one
     if not main_process:
         return {}
     metrics.close()
