@@ -61,11 +61,12 @@ def parse_reward_spec(spec: str) -> list[tuple[str, float]]:
 
 
 def parse_reward_options(items: list[str] | tuple[str, ...]) -> dict[str, dict]:
-    """``["http.url=http://h:8000/score", "http.timeout=5"]`` → ``{"http": {"url": "http://h:8000/score", "timeout": 5}}``."""
+    """``["http.url=http://h:8000/score", "hpsv2.1.checkpoint=f.pt"]`` →
+    ``{"http": {"url": "http://h:8000/score"}, "hpsv2.1": {"checkpoint": "f.pt"}}``."""
     options: dict[str, dict] = {}
     for item in items:
         key, equals, value = item.partition("=")
-        reward, dot, option = key.strip().partition(".")
+        reward, dot, option = key.strip().rpartition(".")  # reward names may hold dots (hpsv2.1), options never
         if not equals or not dot or not reward or not option:
             raise RewardSpecError(f"reward option {item!r} must read reward.option=value, "
                                   "e.g. http.url=http://127.0.0.1:8000/score.")

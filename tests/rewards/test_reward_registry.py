@@ -33,3 +33,12 @@ def test_shapes_by_name_is_cached_and_scores():
     assert good.scores.dtype == torch.float32 and good.scores.min() > 0.9
     assert swapped.scores.max() < 0.5 and not good.failed.any()
     assert {"presence", "colour", "count"} <= set(good.details[0])
+
+
+def test_reward_options_split_at_the_last_dot_so_dotted_reward_names_take_options():
+    from mixgrpo.rewards.registry import parse_reward_options
+
+    parsed = parse_reward_options(["hpsv2.1.checkpoint=/w/HPS_v2.1_compressed.pt", "http.url=http://h:8/s",
+                                   "http.timeout=5"])
+    assert parsed == {"hpsv2.1": {"checkpoint": "/w/HPS_v2.1_compressed.pt"},
+                      "http": {"url": "http://h:8/s", "timeout": 5}}
