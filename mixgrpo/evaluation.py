@@ -8,6 +8,7 @@ before and after training) are compared on exactly the same noise. The trainer's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -55,11 +56,62 @@ class Evaluation:
         per_category = {}
         for name in self.scores.raw:
             per_category = self.scores.per_category(name) or per_category
+        total = self.scores.total()
         return {"per_reward": self.scores.means(), "per_category": per_category,
-                "mean": float(torch.nanmean(self.scores.total())), "prompts": self.prompts}
+                "mean": float(torch.nanmean(total)), "prompts": self.prompts,
+                "scores": [round(float(score), 6) for score in total]}
 
 
 def evaluate(model, prompts: list[str], rewards: RewardSet, seeds_per_prompt: Iterable[int], **sampling) -> Evaluation:
     """Sample every prompt with each fixed seed (plain ODE, ``sampling``: steps, shift, resolution, solver) and score."""
     images, texts = sample_images(model, prompts, seeds_per_prompt, **sampling)
     return Evaluation(images, texts, rewards.score(images, texts))
+
+
+@dataclass(frozen=True)
+class Rise:
+    """The change of the held-out reward between two evaluations on the same prompts and noise."""
+
+    before: float
+    after: float
+    mean: float  # the rise, averaged over prompts
+    standard_error: float
+    prompts: int
+    seeds: int
+
+    @property
+    def beyond_noise(self) -> bool:
+        """True when the rise is more than two standard errors from zero."""
+        return abs(self.mean) > 2 * self.standard_error
+
+    def describe(self) -> str:
+        verdict = "beyond noise" if self.beyond_noise else "within noise"
+        return (f"{self.mean:+.3f} ± {self.standard_error:.3f} over {self.prompts} prompts × {self.seeds} seeds "
+                f"the training never drew: {verdict}")
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "standard_error": self.standard_error, "prompts": self.prompts,
+                "seeds": self.seeds, "beyond_noise": self.beyond_noise}
+
+
+def paired_rise(before: dict, after: dict) -> Rise | None:
+    """The rise from ``before`` to ``after``, two :meth:`Evaluation.report` rows of the same images' noise.
+
+    Image ``j`` of both rows had the same prompt and initial noise, so each pair's difference is
+    the model's change alone. With ``d_p`` the mean over prompt ``p``'s seeds of ``after − before``
+    (failed images left out), the rise is ``d̄ = mean_p d_p`` and its standard error
+    ``sd(d_p) / √P``: prompts are the independent units. None when the rows cannot be paired.
+    """
+    if "scores" not in before or "scores" not in after or before["prompts"] != after["prompts"]:
+        return None
+    per_prompt: dict[str, list[float]] = {}
+    for prompt, old, new in zip(before["prompts"], before["scores"], after["scores"]):
+        if math.isfinite(old) and math.isfinite(new):
+            per_prompt.setdefault(prompt, []).append(new - old)
+    if len(per_prompt) < 2:
+        return None
+    differences = [sum(d) / len(d) for d in per_prompt.values()]
+    mean = sum(differences) / len(differences)
+    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    seeds = round(len(before["prompts"]) / len(set(before["prompts"])))
+    return Rise(before["mean"], after["mean"], mean, math.sqrt(variance / len(differences)), len(differences), seeds)

@@ -26,11 +26,13 @@ def training_prompts(path: str) -> list[str]:
     return train_prompts()
 
 
-def evaluation_prompts(path: str) -> list[str]:
+def evaluation_prompts(path: str | None, full: bool = False) -> list[str]:
+    """The prompts of ``path``; without one, the shapes test split: all 69 with ``full`` (``trainer.eval``),
+    else every third (23, spread over every category), which keeps a run's own evaluations cheap."""
     if path:
         return read_prompt_file(path)
     from mixgrpo.shapes import test_prompts
-    return test_prompts()
+    return test_prompts() if full else test_prompts()[::3]
 
 
 class PromptSampler:

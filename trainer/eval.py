@@ -1,4 +1,8 @@
-"""``python -m trainer.eval runs/<name>``: base vs trained on the held-out prompts with fixed seeds.
+"""``python -m trainer.eval runs/<name>``: base vs trained on the held-out prompts, on seeds the run never saw.
+
+The run's own evaluations use seeds ``0 … eval_seeds − 1`` (of 23 test prompts by default); this
+scores every test prompt (69) with seeds from ``--first-seed`` (100) on, base and trained on the
+same noise, and prints the rise with its standard error (:func:`mixgrpo.evaluation.paired_rise`).
 
 Optionally with hybrid inference (``--hybrid 0.8``): the trained model for the first 80 % of the
 steps, the base model (LoRA switched off) for the rest, as the paper evaluates. Writes
@@ -15,7 +19,7 @@ from pathlib import Path
 import torch
 
 from mixgrpo.cli import add_debug_flag, run_command
-from mixgrpo.evaluation import evaluate
+from mixgrpo.evaluation import evaluate, paired_rise
 from mixgrpo.plots import save_sample_grid
 from mixgrpo.run_folder import RunFolder
 
@@ -48,6 +52,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="run folder written by trainer.run")
     parser.add_argument("--seeds", type=int, default=4, help="fixed seeds per prompt")
+    parser.add_argument("--first-seed", type=int, default=100,
+                        help="first of the seeds (the run's own evaluations use 0, 1, …: keep this above them)")
     parser.add_argument("--hybrid", type=float, default=0.0, help="also evaluate trained-for-the-first-p hybrid")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
@@ -65,7 +71,7 @@ def main(argv=None) -> dict:
     rewards = load_rewards(cfg.reward, options=cfg.reward_options)
     model = load_model(cfg)
     load_lora_into(model, folder.lora)
-    prompts = evaluation_prompts(cfg.eval_prompts)
+    prompts = evaluation_prompts(cfg.eval_prompts, full=True)
     sampling = dict(steps=cfg.steps, shift=cfg.shift, resolution=cfg.resolution)
 
     class Base:  # the same model with the LoRA switched off
@@ -76,19 +82,23 @@ def main(argv=None) -> dict:
             with model.reference():
                 return model.velocity(x, sigma, cond)
 
-    rows, grids = {}, {}
+    rows, grids, reports = {}, {}, {}
     variants = {"base": Base(), "trained": model}
     if args.hybrid > 0:
         hybrid = Base()
         hybrid.velocity = hybrid_velocity(model, args.hybrid)
         variants[f"hybrid {args.hybrid:.0%}"] = hybrid
     for name, variant in variants.items():
-        result = evaluate(variant, prompts, rewards, range(args.seeds), **sampling)
+        result = evaluate(variant, prompts, rewards, range(args.first_seed, args.first_seed + args.seeds), **sampling)
         rows[name], grids[name], texts = table_row(result.scores), result.images, result.prompts
+        reports[name] = result.report()
     keys = list(rows["base"])
     lines = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     lines += [f"| {name} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |" for name, row in rows.items()]
-    table = f"Held-out evaluation of {args.run} ({len(prompts)} prompts × {args.seeds} seeds)\n\n" + "\n".join(lines) + "\n"
+    rise = paired_rise(reports["base"], reports["trained"])
+    table = (f"Held-out evaluation of {args.run} ({len(prompts)} prompts × seeds {args.first_seed}–"
+             f"{args.first_seed + args.seeds - 1})\n\n" + "\n".join(lines) + "\n"
+             + (f"\nTrained − base: {rise.describe()}\n" if rise is not None else ""))
     (args.run / "eval.md").write_text(table)
     picks = spread(len(texts), 16)
     images = torch.stack([grids[v][i] for i in picks for v in ("base", "trained")])

@@ -8,12 +8,13 @@ evaluates and writes files; all of them train, checkpoint at the same iterations
 from __future__ import annotations
 
 import contextlib
+import time
 
 import torch
 
 from mixgrpo import get_algorithm
 from mixgrpo.errors import TrainingStopped
-from mixgrpo.evaluation import Evaluation, sample_images
+from mixgrpo.evaluation import Evaluation, paired_rise, sample_images
 from mixgrpo.run_folder import RunFolder, grid_tag
 
 from .config import TrainConfig, config_dict
@@ -82,12 +83,11 @@ def resume_hint_on_loss(folder: RunFolder):
 
 def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     """Train ``cfg`` into ``folder`` (a new run, or ``cfg.resume``'s); returns the summary (``{}`` off the main process)."""
-    from tqdm import tqdm
-
     from mixgrpo.plots import plot_training
 
     from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint, save_sharded_checkpoint
     from .data import evaluation_prompts
+    from .progress import RunProgress
     from .signals import StopRequest
 
     # -- build; a new run's folder appears only once everything loaded (a failed start leaves nothing)
@@ -111,14 +111,19 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
             folder.rewrite_metrics(trainer.history)
             print(f"resumed {folder.path} at iteration {start} from {saved['path'].name}", flush=True)
     writer = tensorboard(folder) if main_process else None
+    progress = RunProgress(start, cfg.iterations, cfg.eval_every, get_algorithm(cfg.algo).display_name,
+                           enabled=main_process)
 
     def held_out(iteration: int) -> Evaluation | None:
         """The main process evaluates; under FSDP2 the others sample with it (each model call needs every shard)."""
         if not (main_process or sharded):
             return None
-        result = evaluate_and_grid(trainer, eval_prompts, folder, iteration, writer)
+        started = time.perf_counter()
+        with progress.evaluation(iteration, len(eval_prompts) * cfg.eval_seeds):
+            result = evaluate_and_grid(trainer, eval_prompts, folder, iteration, writer)
         if result is not None:
-            evaluations.append(result.report() | {"iteration": iteration})
+            evaluations.append(result.report() | {"iteration": iteration,
+                                                  "seconds": round(time.perf_counter() - started, 3)})
         return result
 
     def checkpoint(done: int) -> None:
@@ -135,10 +140,8 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     # -- iterate
     before = held_out(0) if start == 0 else None
     metrics = folder.metrics_writer() if main_process else None
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, unit="it",
-               desc=get_algorithm(cfg.algo).display_name, disable=not main_process)
     with StopRequest() as stop, resume_hint_on_loss(folder):
-        for iteration in bar:
+        for iteration in range(start, cfg.iterations):
             try:
                 record = trainer.next_iteration(iteration)
             except TrainingStopped as error:  # checkpoint before this iteration, so a resumed run repeats it
@@ -147,14 +150,15 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
                                       f"python -m trainer.run --resume {folder.path}") from None
             done = iteration + 1
             if main_process:
-                log_iteration(record, metrics, writer, bar)
+                log_iteration(record, metrics, writer)
+                progress.iteration_done(record)
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
                 held_out(done)
             signum = stop.agreed(processes)
             if signum or done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                 checkpoint(done)
             if signum:
-                bar.close()
+                progress.close()
                 processes.barrier()
                 raise stop.exit(signum, done, folder.path, announce=main_process)
         signum = stop.agreed(processes)  # a signal during the last iteration's checkpoint
@@ -165,6 +169,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     with resume_hint_on_loss(folder):
         processes.barrier()
         after = held_out(cfg.iterations)
+        progress.close()
         export(trainer, folder)  # every process: FSDP2 gathers the weights to the main one
     if not main_process:
         return {}
@@ -177,11 +182,15 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
                "after_per_category": evaluations[-1].get("per_category", {}),
                "seconds_per_iteration": sum(h["seconds"] for h in trainer.history) / max(1, len(trainer.history)),
                "run_dir": str(folder.path)}
+    rise = paired_rise(evaluations[0], evaluations[-1]) if len(evaluations) > 1 else None
+    if rise is not None:
+        summary["rise"] = rise.as_dict()
     folder.write_evaluations(summary, evaluations)
     if writer is not None:
         writer.close()
-    print(f"held-out reward: before {summary['before']:.3f} → after {summary['after']:.3f} "
-          f"({summary['after'] - summary['before']:+.3f}); run folder: {folder.path}", flush=True)
+    change = rise.describe() if rise is not None else f"{summary['after'] - summary['before']:+.3f}"
+    print(f"held-out reward: before {summary['before']:.3f} → after {summary['after']:.3f} ({change}); "
+          f"run folder: {folder.path}", flush=True)
     return summary
 
 
@@ -243,14 +252,13 @@ def export(trainer: Trainer, folder: RunFolder):
     return result
 
 
-def log_iteration(record: dict, metrics, writer, bar) -> None:
-    """One row of ``metrics.jsonl``, its TensorBoard scalars and the progress bar's figures."""
+def log_iteration(record: dict, metrics, writer) -> None:
+    """One row of ``metrics.jsonl`` and its TensorBoard scalars."""
     metrics.write(record)
     if writer is not None:
         for key, value in record.items():
             if isinstance(value, (int, float)):
                 writer.add_scalar(f"train/{key}", value, record["iteration"])
-    bar.set_postfix(reward=f"{record['reward_mean']:.3f}", window=record["window_start"], s_it=f"{record['seconds']:.1f}")
 
 
 def tensorboard(folder: RunFolder):

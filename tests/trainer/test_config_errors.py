@@ -13,14 +13,16 @@ from trainer.config import ConfigError, TrainConfig, build_parser, load_yaml, pa
 from trainer.loop import build
 
 pytestmark = pytest.mark.trainer
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_flags_and_yaml_layering(tmp_path):
     cfg = parse_config([])
-    assert cfg == TrainConfig() and cfg.window == 4 and cfg.algo == "mixgrpo"
-    (tmp_path / "c.yaml").write_text("window: 2\nalgo: flash\nlearning_rate: 1.0e-5\n")
+    assert cfg == TrainConfig() and cfg.window == 4 and cfg.algo == "flash"
+    assert parse_config(["--config", str(REPO / "trainer/configs/embedded.yaml")]) == cfg  # the recipe is the defaults
+    (tmp_path / "c.yaml").write_text("window: 2\nalgo: mixgrpo\nlearning_rate: 1.0e-5\n")
     cfg = parse_config(["--config", str(tmp_path / "c.yaml"), "--window", "3", "--no-full-finetune"])
-    assert (cfg.window, cfg.algo, cfg.learning_rate, cfg.full_finetune) == (3, "flash", 1e-5, False)
+    assert (cfg.window, cfg.algo, cfg.learning_rate, cfg.full_finetune) == (3, "mixgrpo", 1e-5, False)
 
 
 def test_help_documents_every_field():
