@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def report(result: dict) -> str:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for default_run.md and .json")
+    parser.add_argument("--docs-images", action="store_true",
+                        help="copy the run's training plot and before/after grid into docs/ (the README's pictures)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -108,6 +111,9 @@ def main(argv=None) -> dict:
                   "phases": phases(total, folder), "iterations": len(folder.read_metrics()),
                   "before": summary["before"], "after": summary["after"], "rise": summary.get("rise"),
                   "reference_s": reference_iteration(root)}
+        if args.docs_images:
+            shutil.copyfile(folder.training_plot, REPO / "docs" / "default_run_training.png")
+            shutil.copyfile(folder.sample_grid("before_after"), REPO / "docs" / "default_run_before_after.png")
     result["projected_s"] = total * REFERENCE_SECONDS / result["reference_s"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "default_run.json").write_text(json.dumps(result, indent=2) + "\n")

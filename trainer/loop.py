@@ -19,6 +19,7 @@ from mixgrpo.run_folder import RunFolder, grid_tag
 
 from .config import TrainConfig, config_dict
 from .iteration import Trainer
+from .threads import fit_threads_to_cpu_quota
 
 
 def resolve_model_path(name: str) -> str:
@@ -50,6 +51,8 @@ def build(cfg: TrainConfig) -> Trainer:
     from .data import training_prompts
 
     device = resolve_device(cfg)
+    if device == "cpu":
+        fit_threads_to_cpu_quota()
     rewards = load_rewards(cfg.reward, options=cfg.reward_options, device=device)
     model = load_model(cfg, device)
     torch.manual_seed(cfg.seed)

@@ -144,3 +144,11 @@ def test_the_checks_can_fail(tmp_path):
     targets = [link or image for link, image in LINK.findall(page.read_text())]
     assert targets == ["missing.png", "../nowhere.md", "https://example.org"]
     assert not any((page.parent / t).exists() for t in targets[:2])
+
+
+def test_the_trainer_page_lists_every_option():
+    page = (REPO / "docs" / "trainer.md").read_text()
+    listed = re.findall(r"^\s+(--[a-z][a-z-]*)", help_text("trainer.run"), flags=re.M)
+    assert len(listed) > 40
+    missing = [option for option in listed if f"`{option}`" not in page]
+    assert not missing, f"docs/trainer.md does not document {missing}"

@@ -4,7 +4,7 @@ The reward-rise check uses ``redness``, a reward registered here through the pub
 mean of ``R − (G + B)/2`` over the image. A short run moves it far outside its seed-to-seed noise
 (the default MixGRPO run, 20 iterations at lr 1e-3, takes the held-out mean from 0.016 to 0.62), so
 a rise that fails to show means the policy gradient is broken, not unlucky. The shapes reward
-moves too slowly for a seconds-long run (see the README's trainer section).
+moves too slowly for a seconds-long run (docs/embedded-model.md).
 """
 
 import json
