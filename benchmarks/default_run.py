@@ -41,12 +41,13 @@ REFERENCE_FLAGS = ["--window", "4", "--algo", "mixgrpo", "--steps", "25", "--gro
 BAR_SECONDS = 300.0
 
 
-def trainer_run(flags: list[str], root: Path, name: str) -> tuple[float, RunFolder]:
-    """``python -m trainer.run flags`` into ``root/name``; its wall time from the command's start."""
+def trainer_run(flags: list[str], root: Path, name: str) -> tuple[float, RunFolder, str]:
+    """``python -m trainer.run flags`` into ``root/name``: its wall time from the command's start, its
+    folder and the last line it printed."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "trainer.run", *flags, "--run-dir", str(root), "--name", name],
-                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started, RunFolder(root / name)
+    done = subprocess.run([sys.executable, "-m", "trainer.run", *flags, "--run-dir", str(root), "--name", name],
+                          cwd=REPO, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return time.perf_counter() - started, RunFolder(root / name), done.stdout.strip().splitlines()[-1]
 
 
 def phases(total: float, folder: RunFolder) -> dict[str, float]:
@@ -64,7 +65,7 @@ def reference_iteration(root: Path) -> float:
     """Median seconds of the reference iteration here (the first one, which warms up, left out)."""
     eval_file = root / "reference_eval.txt"
     eval_file.write_text("a red circle\n")
-    _, folder = trainer_run([*REFERENCE_FLAGS, "--eval-prompts", str(eval_file), "--eval-seeds", "1"], root,
+    _, folder, _ = trainer_run([*REFERENCE_FLAGS, "--eval-prompts", str(eval_file), "--eval-seeds", "1"], root,
                             "reference")
     return statistics.median(h["seconds"] for h in folder.read_metrics()[1:])
 
@@ -89,6 +90,12 @@ def report(result: dict) -> str:
         f"**{total:.0f} s × {REFERENCE_SECONDS:.0f} / {result['reference_s']:.2f} = {projected:.0f} s** "
         f"(bar: {BAR_SECONDS:.0f} s; {'met' if projected <= BAR_SECONDS else 'NOT met'}).",
         "",
+        "The run ends with:",
+        "",
+        "```text",
+        result["last_line"],
+        "```",
+        "",
         f"Held-out reward: before {result['before']:.3f} → after {result['after']:.3f}"
         + (f", rise {rise['mean']:+.3f} ± {rise['standard_error']:.3f} (standard error over {rise['prompts']} "
            f"prompts × {rise['seeds']} seeds; {'beyond' if rise['beyond_noise'] else 'within'} noise)." if rise else "."),
@@ -105,12 +112,12 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        total, folder = trainer_run(QUICK_START, root, "default")
+        total, folder, last_line = trainer_run(QUICK_START, root, "default")
         summary = folder.read_summary()
         result = {"machine": machine_info(), "model": embedded_model_info(), "total_s": total,
                   "phases": phases(total, folder), "iterations": len(folder.read_metrics()),
                   "before": summary["before"], "after": summary["after"], "rise": summary.get("rise"),
-                  "reference_s": reference_iteration(root)}
+                  "last_line": last_line.replace(str(root), "runs"), "reference_s": reference_iteration(root)}
         if args.docs_images:
             shutil.copyfile(folder.training_plot, REPO / "docs" / "default_run_training.png")
             shutil.copyfile(folder.sample_grid("before_after"), REPO / "docs" / "default_run_before_after.png")

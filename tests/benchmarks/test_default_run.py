@@ -26,7 +26,7 @@ def test_phases_add_up_to_the_wall_time_and_the_report_projects_it(tmp_path):
     result = {"machine": {"cpu": "a CPU", "cores": 2, "torch_threads": 2},
               "model": {"transformer_sha256": "46dfa61a791764b9"}, "total_s": 100.0, "phases": spent,
               "iterations": 3, "before": summary["before"], "after": summary["after"], "rise": summary["rise"],
-              "reference_s": 6.5, "projected_s": 200.0}
+              "reference_s": 6.5, "projected_s": 200.0, "last_line": "held-out reward: …"}
     text = default_run.report(result)
     assert "100 s × 13 / 6.50 = 200 s" in text and "bar: 300 s; met" in text
     assert f"before {summary['before']:.3f} → after {summary['after']:.3f}" in text
