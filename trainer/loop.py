@@ -8,7 +8,6 @@ evaluates and writes files; all of them train, checkpoint at the same iterations
 from __future__ import annotations
 
 import contextlib
-import time
 
 import torch
 
@@ -121,12 +120,11 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
         """The main process evaluates; under FSDP2 the others sample with it (each model call needs every shard)."""
         if not (main_process or sharded):
             return None
-        started = time.perf_counter()
         with progress.evaluation(iteration, len(eval_prompts) * cfg.eval_seeds):
             result = evaluate_and_grid(trainer, eval_prompts, folder, iteration, writer)
         if result is not None:
             evaluations.append(result.report() | {"iteration": iteration,
-                                                  "seconds": round(time.perf_counter() - started, 3)})
+                                                  "seconds": round(progress.evaluation_seconds[-1], 3)})
         return result
 
     def checkpoint(done: int) -> None:
@@ -142,40 +140,37 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
 
     # -- iterate
     metrics = folder.metrics_writer() if main_process else None
-    try:  # the bar closes before any message the run ends with
-        before = held_out(0) if start == 0 else None
-        with StopRequest() as stop, resume_hint_on_loss(folder):
-            for iteration in range(start, cfg.iterations):
-                try:
-                    record = trainer.next_iteration(iteration)
-                except TrainingStopped as error:  # checkpoint before this iteration, so a resumed run repeats it
-                    checkpoint(iteration)
-                    raise TrainingStopped(f"{error} Checkpoint written at iteration {iteration}; resume with: "
-                                          f"python -m trainer.run --resume {folder.path}") from None
-                done = iteration + 1
-                if main_process:
-                    log_iteration(record, metrics, writer)
-                    progress.iteration_done(record)
-                if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
-                    held_out(done)
-                signum = stop.agreed(processes)
-                if signum or done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-                    checkpoint(done)
+    with resume_hint_on_loss(folder):
+        with progress:
+            before = held_out(0) if start == 0 else None
+            with StopRequest() as stop:
+                for iteration in range(start, cfg.iterations):
+                    try:
+                        record = trainer.next_iteration(iteration)
+                    except TrainingStopped as error:  # checkpoint before this iteration, so a resumed run repeats it
+                        checkpoint(iteration)
+                        raise TrainingStopped(f"{error} Checkpoint written at iteration {iteration}; resume with: "
+                                              f"python -m trainer.run --resume {folder.path}") from None
+                    done = iteration + 1
+                    if main_process:
+                        log_iteration(record, metrics, writer)
+                        progress.iteration_done(record)
+                    if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations:
+                        held_out(done)
+                    signum = stop.agreed(processes)
+                    if signum or done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                        checkpoint(done)
+                    if signum:
+                        progress.close()
+                        processes.barrier()
+                        raise stop.exit(signum, done, folder.path, announce=main_process)
+                signum = stop.agreed(processes)  # a signal during the last iteration's checkpoint
                 if signum:
-                    progress.close()
-                    processes.barrier()
-                    raise stop.exit(signum, done, folder.path, announce=main_process)
-            signum = stop.agreed(processes)  # a signal during the last iteration's checkpoint
-            if signum:
-                raise stop.exit(signum, cfg.iterations, folder.path, announce=main_process)
+                    raise stop.exit(signum, cfg.iterations, folder.path, announce=main_process)
 
-        # -- evaluate, plot, export
-        with resume_hint_on_loss(folder):
+            # -- evaluate, plot, export
             processes.barrier()
             after = held_out(cfg.iterations)
-    finally:
-        progress.close()
-    with resume_hint_on_loss(folder):
         export(trainer, folder)  # every process: FSDP2 gathers the weights to the main one
     if not main_process:
         return {}

@@ -73,3 +73,9 @@ class RunProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+    def __enter__(self) -> "RunProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:  # the bar closes before any message the run ends with
+        self.close()
