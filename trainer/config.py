@@ -99,6 +99,10 @@ class TrainConfig:
     mixed_precision: str = _f("no", "no | bf16 | fp16 (autocast on GPU; master weights stay fp32)",
                               choices=("no", "bf16", "fp16"))
     attention: str = _f("sdpa", "sdpa | xformers (CUDA only)", choices=("sdpa", "xformers"))
+    compile: bool = _f(False, "compile each transformer block with torch.compile (rollout and update): faster "
+                              "iterations after a one-time compile of about a minute; pays on long runs")
+    compile_fallback: bool = _f(False, "with --compile: where compiling cannot work, warn and train uncompiled "
+                                       "instead of stopping")
     quantize_timesteps: bool = _f(False, "feed the model floor(1000σ)/1000 as the official release does")
     cfg_scale: float | None = _f(None, "classifier-free guidance scale of every rollout (the policy is the guided "
                                        "field; 1 = no guidance)", POSITIVE, type=float,

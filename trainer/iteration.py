@@ -31,11 +31,14 @@ from mixgrpo.algorithm.grpo import kl_to_reference
 from mixgrpo.algorithm.rollout import repeat_batch, select_rows, transition_mean_std
 from mixgrpo.algorithm.steps import gaussian_log_prob
 from mixgrpo.errors import TrainingStopped
+from mixgrpo.models.compile import CompileClock
+from mixgrpo.models.gpu import autocast_dtype
 from mixgrpo.rewards import RewardSet, weighted_mean
 
 from .config import ConfigError, TrainConfig
 from .data import PromptSampler
 from .launch import resolve_sharding
+from .phases import phase
 from .processes import Processes
 
 
@@ -66,6 +69,8 @@ class Trainer:
                               f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
                               "updates_per_iter.")
         self.processes.prepare(model, config.full_finetune)  # DDP or FSDP2 (FSDP2 replaces the parameters by their shards)
+        model.autocast_dtype = autocast_dtype(config.mixed_precision, model.device)
+        self.compile_clock = CompileClock().start() if config.compile else None
         self.params = params if self.processes.sharded is None else \
             [p for p in model.transformer.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -121,7 +126,13 @@ class Trainer:
                           eta=cfg.eta, solver=cfg.solver, compression=cfg.compression)
 
     def conditioning(self, prompt_ids: list[int]) -> dict[str, torch.Tensor]:
-        """Text conditioning per prompt, encoded once and cached (text encoders run only for new prompts)."""
+        """Text conditioning per prompt, encoded once and cached (text encoders run only for new prompts).
+
+        A model that cached every prompt already (:meth:`~mixgrpo.models.FlowModelAdapter.cache_prompts`,
+        on a GPU) serves them from CPU memory, moved to the GPU for this batch only.
+        """
+        if self.model.prompt_cache is not None:
+            return self.model.encode_prompts([self.prompts[i] for i in prompt_ids])
         missing = [i for i in dict.fromkeys(prompt_ids) if i not in self.cond_cache]
         if missing:
             encoded = self.model.encode_prompts([self.prompts[i] for i in missing])
@@ -143,13 +154,8 @@ class Trainer:
         return {s: torch.tensor([r for r in range(len(picks)) if s in picks[r]], dtype=torch.long) for s in steps}
 
     def velocity(self, x, sigma, cond):
-        """The policy's velocity, under bf16/fp16 autocast when asked (rollout and training alike)."""
-        precision = self.cfg.mixed_precision
-        if precision == "no" or self.model.device.type != "cuda":
-            return self.model.velocity(x, sigma, cond)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        with torch.autocast("cuda", dtype=dtype):
-            return self.model.velocity(x, sigma, cond)
+        """The policy's velocity (under the model's autocast on a GPU: rollout, update and evaluation alike)."""
+        return self.model.velocity(x, sigma, cond)
 
     def rollout_members(self, plan, noise, cond, members: range, n: int, iteration: int):
         """Roll out the samples ``members`` (global indices, group-major) of this process.
@@ -185,6 +191,9 @@ class Trainer:
     # -- the iteration -----------------------------------------------------------------------
     def iteration(self, iteration: int, prompt_ids: list[int]) -> dict:
         cfg, model = self.cfg, self.model
+        on_gpu = model.device.type == "cuda"
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(model.device)
         started = time.perf_counter()
         left = self.windows.left
         plan = self.plan(left)
@@ -194,13 +203,15 @@ class Trainer:
         cond = self.conditioning(prompt_ids)
         mine = self.processes.my_samples(groups * n)
         model.transformer.eval()
-        rollout = self.rollout_members(plan, noise, cond, mine, n, iteration)
+        with phase("rollout", model.device):
+            rollout = self.rollout_members(plan, noise, cond, mine, n, iteration)
         rollout_s = time.perf_counter() - started
 
         texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
-        with torch.no_grad():
+        with torch.no_grad(), phase("decode", model.device):
             images = torch.cat([model.decode(rollout.samples[i:i + 32]) for i in range(0, len(mine), 32)])
-        local = self.rewards.score(images, texts[mine.start:mine.stop]).normalized()
+        with phase("reward", model.device):
+            local = self.rewards.score(images, texts[mine.start:mine.stop]).normalized()
         rewards = {name: self.processes.gather(r.to(self.processes.device)).cpu() for name, r in local.items()}
         weights = self.rewards.weights
         adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
@@ -210,9 +221,12 @@ class Trainer:
 
         my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
         # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
-        stats = self.update(rollout, plan, my_cond, adv, iteration, mine)
+        with phase("update", model.device):
+            stats = self.update(rollout, plan, my_cond, adv, iteration, mine)
         self.windows.advance()
         raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
+        gpu = {"peak_memory_gib": round(torch.cuda.max_memory_allocated(model.device) / 2**30, 3)} if on_gpu else {}
+        compiled = {"compile_s": round(self.compile_clock.take(), 3)} if self.compile_clock is not None else {}
         return {"iteration": iteration + 1, "world_size": self.processes.world, "sharding": self.processes.sharding,
                 "window_start": left, "nfe": rollout.nfe,
                 "network_evals": int(self.processes.gather(torch.tensor([rollout.network_evals],
@@ -222,7 +236,7 @@ class Trainer:
                 "reward_mean": weighted_mean(raw, weights),
                 "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
                 "update_s": time.perf_counter() - started - rollout_s - reward_s,
-                "seconds": time.perf_counter() - started, **stats}
+                "seconds": time.perf_counter() - started, **stats, **gpu, **compiled}
 
     def check_failures(self, failed: torch.Tensor, iteration: int) -> None:
         """Warn about samples whose reward failed; stop after ``max_failed_iterations`` wholly failed iterations.

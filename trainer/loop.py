@@ -35,29 +35,45 @@ def resolve_device(cfg: TrainConfig) -> str:
 
 
 def load_model(cfg: TrainConfig, device: str = "cpu"):
-    """The config's model as an adapter: its guidance scale when ``cfg_scale`` is set, else the model's own."""
+    """The config's model as an adapter, its parts in the dtypes of :mod:`mixgrpo.models.gpu`: frozen weights
+    in the compute dtype, a full fine-tune's transformer in float32; its guidance scale when ``cfg_scale`` is
+    set, else the model's own."""
     from mixgrpo.models import load_flow_model
+    from mixgrpo.models.gpu import compute_dtype
 
     guidance = {} if cfg.cfg_scale is None else {"cfg_scale": cfg.cfg_scale}
-    return load_flow_model(resolve_model_path(cfg.model), device=device, quantize_timesteps=cfg.quantize_timesteps,
-                           **guidance)
+    return load_flow_model(resolve_model_path(cfg.model), dtype=compute_dtype(cfg.mixed_precision, device),
+                           device=device, transformer_dtype=torch.float32 if cfg.full_finetune else None,
+                           quantize_timesteps=cfg.quantize_timesteps, **guidance)
 
 
-def build(cfg: TrainConfig) -> Trainer:
-    """Rewards (first: an unknown one fails before the model loads), model with LoRA or full fine-tuning, trainer."""
+def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
+    """Rewards (first: an unknown one fails before the model loads), model with LoRA or full fine-tuning, trainer.
+
+    On a GPU the text encoders encode every training and evaluation prompt once, the rows stay in CPU
+    memory, and the encoders leave the GPU before the transformer is trained.
+    """
+    from mixgrpo.models.compile import compile_blocks
+    from mixgrpo.models.gpu import compute_dtype, configure_attention
     from mixgrpo.rewards import load_rewards
 
     from .data import training_prompts
+    from .phases import phase
 
     device = resolve_device(cfg)
     if device == "cpu":
         fit_threads_to_cpu_quota()
-    rewards = load_rewards(cfg.reward, options=cfg.reward_options, device=device)
-    model = load_model(cfg, device)
+    configure_attention(device)
+    prompts = training_prompts(cfg.prompts)
+    with phase("load", device):
+        rewards = load_rewards(cfg.reward, options=cfg.reward_options, device=device)
+        model = load_model(cfg, device)
+        if torch.device(device).type == "cuda":
+            model.cache_prompts(prompts + list(eval_prompts))
     torch.manual_seed(cfg.seed)
     if cfg.full_finetune:
         if cfg.kl_beta > 0:
-            model.keep_reference_copy()
+            model.keep_reference_copy(compute_dtype(cfg.mixed_precision, device))
         model.transformer.requires_grad_(True)
         params = list(model.transformer.parameters())
     else:
@@ -66,7 +82,9 @@ def build(cfg: TrainConfig) -> Trainer:
         model.transformer.enable_gradient_checkpointing()
     if cfg.attention == "xformers":  # validated: CUDA only
         model.transformer.enable_xformers_memory_efficient_attention()
-    return Trainer(cfg, model, rewards, training_prompts(cfg.prompts), params)
+    if cfg.compile:
+        compile_blocks(model, device, fallback=cfg.compile_fallback)
+    return Trainer(cfg, model, rewards, prompts, params)
 
 
 @contextlib.contextmanager
@@ -89,14 +107,15 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
 
     from .checkpoint import read_latest_checkpoint, restore_checkpoint, save_checkpoint, save_sharded_checkpoint
     from .data import evaluation_prompts
+    from .phases import phase
     from .progress import RunProgress
     from .signals import StopRequest
 
     # -- build; a new run's folder appears only once everything loaded (a failed start leaves nothing)
-    trainer = build(cfg)
+    eval_prompts = evaluation_prompts(cfg.eval_prompts)
+    trainer = build(cfg, eval_prompts)
     processes, main_process = trainer.processes, trainer.processes.is_main
     sharded = processes.sharded is not None
-    eval_prompts = evaluation_prompts(cfg.eval_prompts)
     if main_process and not cfg.resume:
         folder.write_config(config_dict(cfg))
     processes.barrier()
@@ -120,7 +139,8 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
         """The main process evaluates; under FSDP2 the others sample with it (each model call needs every shard)."""
         if not (main_process or sharded):
             return None
-        with progress.evaluation(iteration, len(eval_prompts) * cfg.eval_seeds):
+        with progress.evaluation(iteration, len(eval_prompts) * cfg.eval_seeds), \
+                phase("evaluation", trainer.model.device):
             result = evaluate_and_grid(trainer, eval_prompts, folder, iteration, writer)
         if result is not None:
             evaluations.append(result.report() | {"iteration": iteration,

@@ -1,7 +1,9 @@
 """The processes of one run and the engine that keeps them in step: PyTorch DDP or FSDP2, launched by ``accelerate``.
 
 ``accelerate launch`` starts the processes (gloo on CPU, NCCL on GPUs); a plain ``python -m
-trainer.run`` is one process, and nothing is wrapped. With several processes the transformer goes
+trainer.run`` is one process, and nothing is wrapped unless ``--sharding fsdp`` asks for FSDP2: then
+the one process builds a one-process group and shards for real, so FSDP2's mixed-precision policy,
+CPU offload and sharded checkpoints run on a single GPU. With several processes the transformer goes
 to the engine (:meth:`Processes.prepare`):
 
 - **DDP** (``--sharding ddp``, the default): every process holds the whole model;
@@ -46,7 +48,10 @@ class Processes:
         self.state = state
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
         self.is_main = state.is_main_process
-        self.sharding = sharding if self.world > 1 else "none"
+        # one process: DDP would wrap nothing, FSDP2 still shards (its CUDA path on one GPU)
+        self.sharding = sharding if self.world > 1 or sharding == "fsdp" else "none"
+        if self.sharding == "fsdp" and self.world == 1:
+            self._one_process_group()
         self.offload, self.mixed_precision = offload, mixed_precision
         self.ddp = None      # the DistributedDataParallel wrapper, under DDP
         self.sharded = None  # the fully_shard-ed transformer, under FSDP2
@@ -74,6 +79,17 @@ class Processes:
             total = sum(p.numel() for p in model.transformer.parameters())
             print(f"process {self.rank} of {self.world} ({self.sharding}) holds {here} of {total} transformer "
                   "weights", flush=True)
+
+    @staticmethod
+    def _one_process_group() -> None:
+        """A process group of this process alone (an in-memory store: no port, no launcher), which
+        ``fully_shard`` needs; on CUDA with a CPU backend too, for offloaded shards."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            return
+        backend = "cuda:nccl,cpu:gloo" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
     def _shard(self, model):
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard

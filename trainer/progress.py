@@ -37,6 +37,7 @@ class RunProgress:
         self.iteration_seconds: list[float] = []
         self.evaluation_seconds: list[float] = []
         self.figures = ""
+        self.compile_seconds = 0.0
 
     def eta(self) -> float | None:
         """Seconds left, or None before an iteration has been measured."""
@@ -66,8 +67,14 @@ class RunProgress:
         self._show()
 
     def iteration_done(self, record: dict) -> None:
-        self.iteration_seconds.append(record["seconds"])
-        self.figures = f"reward={record['reward_mean']:.3f}, window={record['window_start']}, s/it={record['seconds']:.1f}"
+        """Count the iteration; its compile time (``compile_s``, --compile) is shown apart and left out of s/it."""
+        compiling = record.get("compile_s", 0.0)
+        self.compile_seconds += compiling
+        seconds = record["seconds"] - compiling
+        self.iteration_seconds.append(seconds)
+        self.figures = f"reward={record['reward_mean']:.3f}, window={record['window_start']}, s/it={seconds:.1f}"
+        if self.compile_seconds:
+            self.figures += f", compiled in {self.compile_seconds:.0f}s"
         self.bar.update(1)
         self._show()
 

@@ -28,6 +28,8 @@ from ..algorithm.schedule import sigma_to_timestep
 from ..errors import ModelLoadError
 
 CPU_DECODE_BATCH = 8
+#: the share of free GPU memory one VAE decode chunk may use (the rest stays for the allocator's slack)
+GPU_DECODE_MEMORY_SHARE = 0.5
 NEGATIVE = "negative_"  # conditioning keys of the negative prompt (classifier-free guidance)
 
 
@@ -53,6 +55,10 @@ class FlowModelAdapter(ABC):
         self.quantize_timesteps = quantize_timesteps
         self.cfg_scale = float(cfg_scale)
         self.negative_prompt = negative_prompt
+        #: the dtype the transformer computes in on a GPU (autocast), or None: as the weights are
+        self.autocast_dtype: torch.dtype | None = None
+        #: conditioning rows by prompt, in CPU memory, once :meth:`cache_prompts` ran (else None)
+        self.prompt_cache: dict[str, dict[str, Tensor]] | None = None
 
     # -- placement --------------------------------------------------------------------------
     @property
@@ -72,6 +78,30 @@ class FlowModelAdapter(ABC):
         for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
             if getattr(self.pipe, name, None) is not None:
                 setattr(self.pipe, name, None)
+
+    @property
+    def text_encoders_released(self) -> bool:
+        return all(getattr(self.pipe, name, None) is None for name in ("text_encoder", "text_encoder_2", "text_encoder_3"))
+
+    @torch.no_grad()
+    def cache_prompts(self, prompts: list[str], batch: int = 32, release: bool = True) -> int:
+        """Encode every prompt of a run once, keep the rows in CPU memory, then drop the text encoders.
+
+        :meth:`encode_prompts` then serves these prompts from the cache (moved to the model's device
+        per batch), so neither the encoders (T5-XXL: about 9.5 GB in bf16) nor the embeddings of
+        every prompt ever drawn stay on the GPU. Returns the cache's size in bytes.
+        """
+        cache = self.prompt_cache if self.prompt_cache is not None else {}
+        todo = [p for p in dict.fromkeys(prompts) if p not in cache]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            encoded = self.encode_prompts(chunk)
+            for row, prompt in enumerate(chunk):
+                cache[prompt] = {k: v[row:row + 1].cpu() for k, v in encoded.items()}
+        self.prompt_cache = cache
+        if release:
+            self.release_text_encoders()
+        return sum(t.numel() * t.element_size() for rows in cache.values() for t in rows.values())
 
     # -- shapes -----------------------------------------------------------------------------
     @property
@@ -110,7 +140,18 @@ class FlowModelAdapter(ABC):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, Tensor]:
-        """Conditioning for :meth:`velocity`; with guidance, each row also carries the negative prompt's."""
+        """Conditioning for :meth:`velocity`; with guidance, each row also carries the negative prompt's.
+
+        Prompts cached by :meth:`cache_prompts` come from the cache; others need the text encoders.
+        """
+        if self.prompt_cache is not None:
+            missing = [p for p in prompts if p not in self.prompt_cache]
+            if not missing:
+                rows = [self.prompt_cache[p] for p in prompts]
+                return {k: torch.cat([r[k] for r in rows]).to(self.device) for k in rows[0]}
+            if self.text_encoders_released:
+                raise ModelLoadError(f"prompt {missing[0]!r} was not among the prompts encoded before the text "
+                                     "encoders were released; pass it to cache_prompts with the others.")
         cond = self.encode_text(prompts)
         if self.guided:
             negative = self.encode_text([self.negative_prompt])
@@ -118,7 +159,17 @@ class FlowModelAdapter(ABC):
         return cond
 
     def velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
-        """The policy's velocity field: guided when ``cfg_scale`` ≠ 1 (module docstring), else one pass."""
+        """The policy's velocity field: guided when ``cfg_scale`` ≠ 1 (module docstring), else one pass.
+
+        On a GPU with :attr:`autocast_dtype` set (bf16 / fp16 training) it runs under autocast, in
+        rollouts, updates and evaluations alike, so every pass sees the same numerics.
+        """
+        if self.autocast_dtype is not None and x.device.type == "cuda":
+            with torch.autocast("cuda", dtype=self.autocast_dtype):
+                return self.guided_velocity(x, sigma, cond)
+        return self.guided_velocity(x, sigma, cond)
+
+    def guided_velocity(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor]) -> Tensor:
         positive = {k: v for k, v in cond.items() if not k.startswith(NEGATIVE)}
         if not self.guided:
             return self.model_velocity(x, sigma, positive)
@@ -144,12 +195,28 @@ class FlowModelAdapter(ABC):
         latents are decoded ``CPU_DECODE_BATCH`` at a time: a small batch's activations stay in cache,
         which makes each image about 25 % cheaper than in batches of 32 (the same values).
         """
-        if latents.device.type == "cpu" and len(latents) > CPU_DECODE_BATCH:
-            return torch.cat([self.decode(part) for part in latents.split(CPU_DECODE_BATCH)])
+        chunk = self.decode_batch(latents)
+        if len(latents) > chunk:
+            return torch.cat([self.decode(part) for part in latents.split(chunk)])
         cfg = self.vae.config
         z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
         z = z.contiguous(memory_format=torch.channels_last)
         return (self.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).contiguous()
+
+    def decode_batch(self, latents: Tensor) -> int:
+        """Latents decoded at once: ``CPU_DECODE_BATCH`` on a CPU; on a GPU as many as fit in
+        ``GPU_DECODE_MEMORY_SHARE`` of the free memory, at
+
+            bytes per image ≈ 4 · C₀ · H · W · element size
+
+        (``C₀`` the VAE's widest full-resolution channel count, ``H × W`` the image: the up-block's
+        input, output and two convolution temporaries alive at once)."""
+        if latents.device.type != "cuda":
+            return CPU_DECODE_BATCH
+        height, width = latents.shape[-2] * self.vae_scale, latents.shape[-1] * self.vae_scale
+        per_image = 4 * self.vae.config.block_out_channels[0] * height * width * self.vae.dtype.itemsize
+        free, _ = torch.cuda.mem_get_info(latents.device)
+        return max(1, int(free * GPU_DECODE_MEMORY_SHARE // per_image))
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
@@ -180,13 +247,17 @@ class FlowModelAdapter(ABC):
         self.transformer.requires_grad_(False)
         self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets,
                                                 init_lora_weights=True), adapter_name=name)
-        return [p for p in self.transformer.parameters() if p.requires_grad]
+        params = [p for p in self.transformer.parameters() if p.requires_grad]
+        for p in params:  # peft builds the adapter in the base weights' dtype: the trained copy stays fp32
+            p.data = p.data.float()
+        return params
 
-    def keep_reference_copy(self) -> None:
-        """Freeze a copy of the transformer as it is now: the KL reference of a full fine-tune."""
+    def keep_reference_copy(self, dtype: torch.dtype | None = None) -> None:
+        """Freeze a copy of the transformer as it is now: the KL reference of a full fine-tune, in ``dtype``
+        (the compute dtype: it is never trained), else the transformer's own."""
         import copy
 
-        self.reference_network = copy.deepcopy(self.transformer).requires_grad_(False).eval()
+        self.reference_network = copy.deepcopy(self.transformer).requires_grad_(False).eval().to(dtype=dtype)
 
     @contextlib.contextmanager
     def reference(self):

@@ -31,8 +31,13 @@ def read_model_index(path: str | Path) -> dict:
 
 
 def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                    **adapter_options) -> FlowModelAdapter:
-    """Load the pipeline at ``path`` and wrap it; clear errors for missing or unsupported folders."""
+                    transformer_dtype: torch.dtype | None = None, **adapter_options) -> FlowModelAdapter:
+    """Load the pipeline at ``path`` and wrap it; clear errors for missing or unsupported folders.
+
+    Every component loads in ``dtype``, the transformer in ``transformer_dtype`` when given (a full
+    fine-tune keeps its trained weights in float32 while the frozen parts compute in bf16), each
+    straight from its files in that dtype.
+    """
     index = read_model_index(path)
     pipeline_class = index.get("_class_name")
     kind = SUPPORTED.get(pipeline_class)
@@ -49,13 +54,16 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     for key in ("max_sequence_length", "cfg_scale"):
         if key in settings:
             adapter_options.setdefault(key, settings[key])
+    import diffusers
+
+    components = {}
+    if transformer_dtype is not None and transformer_dtype != dtype:
+        transformer_class = getattr(diffusers, index["transformer"][1])
+        components["transformer"] = transformer_class.from_pretrained(str(path), subfolder="transformer",
+                                                                      torch_dtype=transformer_dtype)
+    pipeline = getattr(diffusers, pipeline_class).from_pretrained(str(path), torch_dtype=dtype, **components)
     if kind == "flux":
-        from diffusers import FluxPipeline
-
         from .flux import FluxAdapter
-        return FluxAdapter(FluxPipeline.from_pretrained(str(path), torch_dtype=dtype).to(device), **adapter_options)
-    from diffusers import StableDiffusion3Pipeline
-
+        return FluxAdapter(pipeline.to(device), **adapter_options)
     from .sd3 import SD3Adapter
-    return SD3Adapter(StableDiffusion3Pipeline.from_pretrained(str(path), torch_dtype=dtype).to(device),
-                      **adapter_options)
+    return SD3Adapter(pipeline.to(device), **adapter_options)
