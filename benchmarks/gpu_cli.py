@@ -37,8 +37,9 @@ from mixgrpo.cli import add_debug_flag, run_command
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def direct(args, folder: Path) -> dict:
-    """Warm-up plus ``args.iterations`` iterations of the direct path; frees the model before returning."""
+def direct(args) -> tuple[dict, float]:
+    """Warm-up plus ``args.iterations`` iterations of the direct path, and ``F_fwd``; frees the model before
+    returning."""
     from mixgrpo.models.flux import FluxAdapter
     from mixgrpo.models.gpu import configure_attention
 
@@ -60,7 +61,7 @@ def direct(args, folder: Path) -> dict:
     del trainer, model, pipe, params
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return summarise("direct", rows, f_fwd, args)
+    return summarise("direct", rows, f_fwd, args), f_fwd
 
 
 def cli_flags(args, folder: Path, run_dir: Path, name: str) -> list[str]:
@@ -118,10 +119,9 @@ def run(args) -> list[dict]:
         started = time.perf_counter()
         folder = gpu_flux.write_pipeline_folder(args.preset, work / "model", args.device)
         print(f"{args.preset} written as bf16 safetensors in {time.perf_counter() - started:.0f}s", flush=True)
-        rows = [direct(args, folder)]
-        print(json.dumps(rows[-1]), flush=True)
-        pipe, text_tokens = gpu_flux.build_pipeline(args.preset, "meta", torch.bfloat16)
-        f_fwd = gpu_flux.forward_flops(pipe.transformer, args.resolution, text_tokens)
+        first, f_fwd = direct(args)
+        rows = [first]
+        print(json.dumps(first), flush=True)
         for compile in (False, True) if not args.no_compile else (False,):
             rows.append(trainer_run(args, folder, work, f_fwd, compile))
             print(json.dumps(rows[-1]), flush=True)

@@ -194,6 +194,8 @@ class Trainer:
         on_gpu = model.device.type == "cuda"
         if on_gpu:
             torch.cuda.reset_peak_memory_stats(model.device)
+        if self.compile_clock is not None:
+            self.compile_clock.take()  # compiled before this iteration (an evaluation's shapes): not its time
         started = time.perf_counter()
         left = self.windows.left
         plan = self.plan(left)

@@ -72,6 +72,19 @@ def test_embedded_default_trains_evaluates_and_exports(tmp_path):
     assert "held-out reward: before" in done.stdout
 
 
+def test_full_finetune_under_fsdp2_on_one_gpu(tmp_path, flux_small):
+    trainer_run("--model", flux_small, "--resolution", 256, "--group-size", 4, "--prompts-per-iter", 1,
+                "--updates-per-iter", 1, "--micro-batch", 4, "--full-finetune", "--sharding", "fsdp",
+                "--learning-rate", 1e-6, "--iterations", 2, "--checkpoint-every", 1, "--eval-prompts",
+                one_prompt(tmp_path), "--eval-seeds", 1, "--algo", "mixgrpo", "--run-dir", tmp_path, "--name", "fsdp")
+    run = tmp_path / "fsdp"
+    rows = metrics(run)
+    assert [r["sharding"] for r in rows] == ["fsdp", "fsdp"] and rows[0]["world_size"] == 1
+    assert all(r["first_max_abs_log_ratio"] < ON_POLICY_BAR and math.isfinite(r["grad_norm"]) for r in rows)
+    assert any((run / "checkpoints").rglob("*.distcp")), "FSDP2 writes sharded checkpoints"
+    assert (run / "transformer" / "config.json").is_file()
+
+
 def test_flux_dev_shaped_lora_with_and_without_compile(tmp_path, flux_dev_slice):
     common = ["--model", flux_dev_slice, "--resolution", 256, "--group-size", 4, "--prompts-per-iter", 1,
               "--updates-per-iter", 1, "--micro-batch", 4, "--lora-rank", 16, "--gradient-checkpointing",
@@ -88,16 +101,3 @@ def test_flux_dev_shaped_lora_with_and_without_compile(tmp_path, flux_dev_slice)
     assert compiled[0]["reward_mean"] == pytest.approx(plain[0]["reward_mean"], abs=0.02)
     for run in ("plain", "compiled"):
         assert (tmp_path / run / "lora" / "pytorch_lora_weights.safetensors").is_file()
-
-
-def test_full_finetune_under_fsdp2_on_one_gpu(tmp_path, flux_small):
-    trainer_run("--model", flux_small, "--resolution", 256, "--group-size", 4, "--prompts-per-iter", 1,
-                "--updates-per-iter", 1, "--micro-batch", 4, "--full-finetune", "--sharding", "fsdp",
-                "--learning-rate", 1e-6, "--iterations", 2, "--checkpoint-every", 1, "--eval-prompts",
-                one_prompt(tmp_path), "--eval-seeds", 1, "--algo", "mixgrpo", "--run-dir", tmp_path, "--name", "fsdp")
-    run = tmp_path / "fsdp"
-    rows = metrics(run)
-    assert [r["sharding"] for r in rows] == ["fsdp", "fsdp"] and rows[0]["world_size"] == 1
-    assert all(r["first_max_abs_log_ratio"] < ON_POLICY_BAR and math.isfinite(r["grad_norm"]) for r in rows)
-    assert any((run / "checkpoints").rglob("*.distcp")), "FSDP2 writes sharded checkpoints"
-    assert (run / "transformer" / "config.json").is_file()
