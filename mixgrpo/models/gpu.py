@@ -7,12 +7,11 @@ fine-tune); autocast runs their matrix products in the compute dtype. Without CU
 precision, everything stays float32, exactly as on a CPU.
 
 **Attention kernels.** PyTorch's SDPA picks cuDNN's fused attention first on Hopper. Its backward
-pass fails on the trainer's update (torch 2.11, cuDNN 9.19, H200): ``mha_graph.execute(...)`` is
-not good, reported asynchronously as "an illegal memory access". The same shapes pass when
-q, k, v and the output gradient are plain tensors, and every forward pass (rollout, evaluation)
-passes; the update's output gradient reaches the attention through FLUX's single-block
-``cat([attention, mlp])``, a strided view, which is what differs. The flash and memory-efficient
-kernels run the same update correctly, so CUDA runs leave cuDNN attention off.
+pass fails inside the trainer's update (torch 2.11, cuDNN 9.19, H200): ``mha_graph.execute(...)`` is
+not good, reported asynchronously as "an illegal memory access", while every forward pass (rollout,
+evaluation) runs. Isolated attention calls of the same shapes pass, forward and backward, so the
+trigger is something of the whole update; the flash and memory-efficient kernels run the same update
+correctly, so CUDA runs leave cuDNN attention off (benchmarks/results/gpu_cli.md has the probe).
 """
 
 from __future__ import annotations
