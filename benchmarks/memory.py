@@ -1,39 +1,51 @@
-"""Memory plan of a FLUX.1-dev run: per-process bytes of weights, gradients, AdamW states and activations.
+"""Memory plan of a FLUX.1-dev run: each phase's peak per process, and GPU measurements beside the estimate.
 
-    python -m benchmarks.memory [--lora-rank 32] [--micro-batch 1]
+    python -m benchmarks.memory [--lora-rank 64] [--micro-batch 1] [--samples 12]
 
-The transformer is built on the meta device from diffusers' ``FluxTransformer2DModel`` defaults with
-``guidance_embeds=True`` (FLUX.1-dev): its parameter count and block sizes, no weights. With ``P``
-transformer parameters, ``R`` LoRA parameters (rank r on ``to_q``, ``to_k``, ``to_v``, ``to_out.0``,
-as the trainer injects it), ``B`` the largest block's parameters and ``N`` processes, the trainer
-holds per process (fp32 master weights; bf16 compute):
+Every size is counted from the real classes built on the meta device (no weights): FLUX.1-dev's
+transformer (diffusers ``FluxTransformer2DModel`` defaults, guidance embedding), its VAE, T5-XXL
+(``t5-v1_1-xxl``'s shape) and CLIP-L's text tower. The reward models are HPS v2.1 + PickScore, two
+OpenCLIP ViT-H-14 (986 M parameters each, OpenCLIP's model card), kept in float32.
+
+The load path is the trainer's under ``--mixed-precision bf16`` (docs/trainer.md, "One GPU"): frozen
+weights in bf16 (2 bytes), trained weights in fp32 (4) with fp32 gradients and two AdamW moments.
+With ``P`` transformer parameters, ``R`` LoRA parameters, ``B`` the largest block, ``N`` processes:
 
 =================  =============================  ==============  ================  =====================
 setting            weights                        gradients       AdamW (m, v)      transient
 =================  =============================  ==============  ================  =====================
-LoRA, DDP          4P + 4R                        4R              8R                —
-LoRA, FSDP2        (4P + 4R)/N                    4R/N            8R/N              2·2B (bf16 blocks)
+LoRA, DDP          2P + 4R                        4R              8R                —
+LoRA, FSDP2        (2P + 4R)/N                    4R/N            8R/N              2·2B (bf16 blocks)
 full, FSDP2        4P/N                           4P/N            8P/N              2·2B + 4B (grad)
 full, one process  4P                             4P              8P                —
 full, FSDP2 + CPU  0 (CPU: 16P/N)                 0               0                 2·2B + 4B
 =================  =============================  ==============  ================  =====================
 
-"transient": FSDP2 gathers one block (and prefetches the next) in bf16, and a full fine-tune holds
-one block's unsharded fp32 gradient before reduce-scattering it.
+The phases of a run, each with its own peak (the largest is the run's):
 
-Activations, per sample of a micro-batch, ``S`` tokens (image ``(side/16)²`` + 512 text),
-``h = 3072``, bf16: with gradient checkpointing the input of each of the 57 blocks is kept,
-``57·S·h·2`` bytes, plus one block's recomputation, about ``34·S·h`` bytes (the per-layer
-activation count of a transformer layer with a fused attention kernel, Korthikanti et al. 2022);
-without it, ``57·34·S·h`` bytes. The trainer backpropagates one transition at a time, so one
-sample-step's activations are alive at once. Text encoders, VAE and the cached conditioning are
-left out (the encoders are released once the prompts are encoded). "fits 80 GB" leaves 10 % for the
-allocator and CUDA context.
+- **load**: rewards, then the pipeline in its load dtypes, text encoders included (T5-XXL about
+  9.5 GB in bf16); the prompts are encoded, the rows go to CPU memory and the encoders leave. Every
+  process loads the whole transformer before FSDP2 shards it, so this phase counts it whole.
+- **decode**: the VAE decodes the rollout's images in chunks sized to half the free memory, at
+  ``4·128·side²·2`` bytes per image (:meth:`mixgrpo.models.FlowModelAdapter.decode_batch`); the
+  plan shows the whole batch at once, capped at that half.
+- **update**: weights, gradients, AdamW moments, FSDP2's gathered blocks, one transition's
+  activations and AdamW's temporaries (the foreach step's ``√v`` buffer: 4 bytes per trained
+  parameter on this process).
+
+Activations, per sample of a micro-batch, ``S`` tokens (image ``(side/16)²`` + 512 text), ``h``
+the width, bf16: with gradient checkpointing the input of each block is kept, ``blocks·S·h·2``
+bytes, plus one block's recomputation, about ``34·S·h`` bytes (the per-layer activation count of
+a transformer layer with a fused attention kernel, Korthikanti et al. 2022). The trainer
+backpropagates one transition at a time. The conditioning cache lives in CPU memory: 512 × 4096 T5
+rows + CLIP's pooled 768 in bf16, about 4.2 MB per prompt. "fits 80 GB" leaves 10 % for the
+allocator and the CUDA context.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -43,91 +55,170 @@ from . import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GB = 1e9
+GIB = 2**30
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-BLOCKS = 57  # 19 double-stream + 38 single-stream blocks
-HIDDEN = 3072
 TEXT_TOKENS = 512
+REWARD_PARAMS = {"hpsv2.1": 986e6, "pickscore": 986e6}  # OpenCLIP ViT-H-14, image + text towers
+FITS = 0.9 * 80 * GB
 
 
-def flux_dev_sizes(lora_rank: int) -> dict[str, int]:
-    """Parameter counts of the FLUX.1-dev transformer, built on the meta device (no weights)."""
+def transformer_sizes(lora_rank: int, **config) -> dict[str, int]:
+    """Parameter counts of a FLUX transformer (FLUX.1-dev's defaults, or ``config``) built on the meta device."""
     import torch
     from diffusers import FluxTransformer2DModel
 
     with torch.device("meta"):
-        model = FluxTransformer2DModel(guidance_embeds=True)
+        model = FluxTransformer2DModel(guidance_embeds=True, **config)
     blocks = list(model.transformer_blocks) + list(model.single_transformer_blocks)
     lora = sum(lora_rank * (m.in_features + m.out_features) for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in LORA_TARGETS))
     return {"params": sum(p.numel() for p in model.parameters()), "lora": lora, "blocks": len(blocks),
-            "largest_block": max(sum(p.numel() for p in b.parameters()) for b in blocks)}
+            "largest_block": max(sum(p.numel() for p in b.parameters()) for b in blocks),
+            "hidden": model.config.num_attention_heads * model.config.attention_head_dim}
+
+
+def flux_dev_sizes(lora_rank: int) -> dict[str, int]:
+    """The transformer's counts plus FLUX.1-dev's VAE, T5-XXL and CLIP-L text tower (meta device)."""
+    import torch
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    sizes = transformer_sizes(lora_rank)
+    with torch.device("meta"):
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False)
+        t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24,
+                                     num_heads=64, feed_forward_proj="gated-gelu"))
+        clip = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                            num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77))
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    return sizes | {"vae": count(vae), "text_encoders": count(t5) + count(clip), "vae_channels": 128}
 
 
 def model_state(setting: str, sizes: dict[str, int], processes: int) -> dict[str, float]:
     """Bytes per process of weights, gradients, optimizer states and transient gathered blocks (table above)."""
     P, R, B, N = sizes["params"], sizes["lora"], sizes["largest_block"], processes
     if setting == "LoRA, DDP":
-        return {"weights": 4 * (P + R), "gradients": 4 * R, "adamw": 8 * R, "transient": 0}
+        return {"weights": 2 * P + 4 * R, "gradients": 4 * R, "adamw": 8 * R, "transient": 0}
     if setting == "LoRA, FSDP2":
-        return {"weights": 4 * (P + R) / N, "gradients": 4 * R / N, "adamw": 8 * R / N, "transient": 4 * B}
+        return {"weights": (2 * P + 4 * R) / N, "gradients": 4 * R / N, "adamw": 8 * R / N, "transient": 4 * B}
     if setting == "full, FSDP2":
         return {"weights": 4 * P / N, "gradients": 4 * P / N, "adamw": 8 * P / N, "transient": 8 * B * (N > 1)}
     return {"weights": 0, "gradients": 0, "adamw": 0, "transient": 8 * B, "cpu": 16 * P / N}  # offloaded
 
 
-def activations(side: int, micro_batch: int, checkpointing: bool = True) -> float:
+def trained_params(setting: str, sizes: dict[str, int], processes: int) -> float:
+    return (sizes["lora"] if setting.startswith("LoRA") else sizes["params"]) / processes
+
+
+def activations(side: int, micro_batch: int, checkpointing: bool = True, blocks: int = 57, hidden: int = 3072) -> float:
     """Bytes of one transition's activations for ``micro_batch`` samples at ``side``² pixels."""
     tokens = (side // 16) ** 2 + TEXT_TOKENS
-    per_block = 34 * tokens * HIDDEN
-    saved = BLOCKS * tokens * HIDDEN * 2 + per_block if checkpointing else BLOCKS * per_block
+    per_block = 34 * tokens * hidden
+    saved = blocks * tokens * hidden * 2 + per_block if checkpointing else blocks * per_block
     return micro_batch * saved
+
+
+def decode_per_image(side: int, channels: int = 128) -> float:
+    """The VAE's full-resolution activations of one image, bf16: ``4·C₀·side²·2`` bytes."""
+    return 4 * channels * side * side * 2
+
+
+def phases(setting: str, sizes: dict[str, int], processes: int, side: int, micro_batch: int, samples: int,
+           reward_bytes: float) -> dict[str, float]:
+    """Bytes of each phase's peak on one process (module docstring) and the CPU's share."""
+    state = model_state(setting.replace("one process", "FSDP2"), sizes, processes)
+    frozen = 2 * sizes["vae"] + reward_bytes
+    whole = model_state("full, FSDP2" if setting.startswith("full") else "LoRA, DDP", sizes, 1)["weights"]
+    load = whole + frozen + 2 * sizes["text_encoders"]
+    resident = state["weights"] + state["adamw"] + frozen
+    decode = resident + min(samples * decode_per_image(side, sizes["vae_channels"]), 0.5 * max(0.0, FITS - resident))
+    act = activations(side, micro_batch, blocks=sizes["blocks"], hidden=sizes["hidden"])
+    temporaries = 4 * trained_params(setting, sizes, processes) * (state["adamw"] > 0)
+    update = resident + state["gradients"] + state["transient"] + act + temporaries
+    return {**state, "activations": act, "temporaries": temporaries, "load": load, "decode": decode,
+            "update": update, "gpu": max(load, decode, update)}
 
 
 # the process counts each setting is shown for: one process is never wrapped, so its full fine-tune
 # is the unsharded row (the same formulas as FSDP2 with N = 1)
-SETTINGS = {"LoRA, DDP": (1, 8, 32), "full, one process": (1,), "LoRA, FSDP2": (8, 32), "full, FSDP2": (8, 32),
+SETTINGS = {"LoRA, DDP": (1, 8), "full, one process": (1,), "LoRA, FSDP2": (8, 32), "full, FSDP2": (8, 32),
             "full, FSDP2 + CPU offload": (8, 32)}
 
 
-def plan(sizes: dict[str, int], micro_batch: int) -> list[dict]:
+def plan(sizes: dict[str, int], micro_batch: int, samples: int = 12,
+         rewards: tuple[str, ...] = tuple(REWARD_PARAMS)) -> list[dict]:
+    reward_bytes = 4 * sum(REWARD_PARAMS[name] for name in rewards)
     rows = []
     for setting, counts in SETTINGS.items():
         for processes in counts:
-            state = model_state(setting.replace("one process", "FSDP2"), sizes, processes)
             for side in (512, 720):
-                act = activations(side, micro_batch)
-                gpu = state["weights"] + state["gradients"] + state["adamw"] + state["transient"] + act
+                figures = phases(setting, sizes, processes, side, micro_batch, samples, reward_bytes)
                 rows.append({"setting": setting, "processes": processes, "side": side,
-                             **{k: v / GB for k, v in state.items()}, "activations": act / GB, "gpu": gpu / GB,
-                             "fits_80gb": gpu <= 0.9 * 80 * GB})
+                             **{k: v / GB for k, v in figures.items()}, "fits_80gb": figures["gpu"] <= FITS})
     return rows
 
 
-def markdown(sizes: dict[str, int], rows: list[dict], micro_batch: int) -> str:
+# GPU measurements of the trainer's iteration (peak torch.cuda.max_memory_allocated, weights included):
+# LoRA rank 64, one process, group 12, micro-batch 12, gradient checkpointing, bf16 frozen weights,
+# small stand-in text encoders, the shapes reward (no reward model)
+MEASURED = (
+    {"what": "FLUX.1-dev, 512², benchmarks.gpu_flux (H100)", "config": {}, "side": 512, "gib": 32.2,
+     "source": "benchmarks/results/gpu.md"},
+    {"what": "flux-dev-slice (4 + 8 blocks), 512², python -m trainer.run (H200)",
+     "config": {"num_layers": 4, "num_single_layers": 8}, "side": 512, "gib": 10.5,
+     "source": "benchmarks/results/gpu_cli.md"},
+)
+
+
+def measured_beside_estimate() -> list[dict]:
+    """Each GPU measurement beside the plan's update peak for its configuration."""
+    rows = []
+    for m in MEASURED:
+        sizes = transformer_sizes(64, **m["config"]) | {"vae": 0, "text_encoders": 0, "vae_channels": 128}
+        estimate = phases("LoRA, DDP", sizes, 1, m["side"], 12, 12, reward_bytes=0)["update"]
+        rows.append({**m, "estimate_gib": estimate / GIB, "measured_over_estimate": m["gib"] / (estimate / GIB)})
+    return rows
+
+
+def markdown(sizes: dict[str, int], rows: list[dict], checks: list[dict], micro_batch: int, samples: int) -> str:
     head = (f"# Memory plan: FLUX.1-dev (computed, `python -m benchmarks.memory`)\n\n"
             f"Transformer: {sizes['params'] / 1e9:.2f} B parameters in {sizes['blocks']} blocks (largest "
-            f"{sizes['largest_block'] / 1e6:.0f} M); LoRA rank {sizes['lora_rank']}: {sizes['lora'] / 1e6:.1f} M. "
-            f"GB per process, micro-batch {micro_batch}, gradient checkpointing on; formulas in "
-            "`benchmarks/memory.py`. No GPU measurement in this table.\n\n"
-            "| setting | processes | side | weights | gradients | AdamW | transient | activations | GPU total | "
-            "CPU (offload) | fits 80 GB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+            f"{sizes['largest_block'] / 1e6:.0f} M); LoRA rank {sizes['lora_rank']}: {sizes['lora'] / 1e6:.1f} M; "
+            f"text encoders (T5-XXL + CLIP-L) {sizes['text_encoders'] / 1e9:.2f} B, VAE {sizes['vae'] / 1e6:.0f} M; "
+            f"HPS v2.1 + PickScore in fp32 {4 * sum(REWARD_PARAMS.values()) / GB:.1f} GB. GB per process, bf16 "
+            f"frozen weights, micro-batch {micro_batch}, {samples} samples per process, gradient checkpointing; "
+            "formulas in `benchmarks/memory.py`.\n\n"
+            "| setting | processes | side | weights | gradients | AdamW | transient | activations | AdamW temp. "
+            "| load peak | decode peak | update peak | GPU peak | CPU (offload) | fits 80 GB |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {r['setting']} | {r['processes']} | {r['side']}² | {r['weights']:.1f} | {r['gradients']:.2f} | "
-             f"{r['adamw']:.2f} | {r['transient']:.1f} | {r['activations']:.2f} | {r['gpu']:.1f} | "
-             f"{r.get('cpu', 0):.1f} | {'yes' if r['fits_80gb'] else 'no'} |" for r in rows]
-    return head + "\n".join(lines) + "\n"
+             f"{r['adamw']:.2f} | {r['transient']:.1f} | {r['activations']:.2f} | {r['temporaries']:.2f} | "
+             f"{r['load']:.1f} | {r['decode']:.1f} | {r['update']:.1f} | {r['gpu']:.1f} | {r.get('cpu', 0):.1f} | "
+             f"{'yes' if r['fits_80gb'] else 'no'} |" for r in rows]
+    check = ["", "## Measured beside the estimate", "",
+             "The update peak of the plan (LoRA rank 64, one process, micro-batch 12, no reward model, stand-in "
+             "text encoders) against the peak GPU memory of a real iteration:", "",
+             "| run | estimate GiB | measured GiB | measured ÷ estimate | source |", "|---|---|---|---|---|"]
+    check += [f"| {c['what']} | {c['estimate_gib']:.1f} | {c['gib']:.1f} | {c['measured_over_estimate']:.2f} | "
+              f"{c['source']} |" for c in checks]
+    return head + "\n".join(lines) + "\n" + "\n".join(check) + "\n"
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lora-rank", type=int, default=32)
+    parser.add_argument("--lora-rank", type=int, default=64)
     parser.add_argument("--micro-batch", type=int, default=1, help="samples per forward/backward pass")
+    parser.add_argument("--samples", type=int, default=12, help="samples each process rolls out and decodes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for memory.md and memory.json")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     sizes = flux_dev_sizes(args.lora_rank) | {"lora_rank": args.lora_rank}
-    rows = plan(sizes, args.micro_batch)
-    text = markdown(sizes, rows, args.micro_batch)
-    write_results(args.out, "memory", text, {"sizes": sizes, "rows": rows})
+    rows = plan(sizes, args.micro_batch, args.samples)
+    checks = measured_beside_estimate()
+    text = markdown(sizes, rows, checks, args.micro_batch, args.samples)
+    write_results(args.out, "memory", text, {"sizes": sizes, "rows": rows, "measured": json.loads(json.dumps(checks))})
     return rows
 
 
