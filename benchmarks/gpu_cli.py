@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import gpu_flux
+from benchmarks import gpu_flux, write_table_file
 from mixgrpo.cli import add_debug_flag, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,12 +172,7 @@ def main(argv=None) -> list[dict]:
               f"{device_name(args.device)}\n\nGroup {args.group}, one prompt per iteration, LoRA rank {args.lora_rank}, "
               f"gradient checkpointing, micro-batch {args.micro_batch}, {versions}. Command: `python -m "
               f"benchmarks.gpu_cli {' '.join(sys.argv[1:] if argv is None else argv)}`")
-    table = to_markdown(rows, header)
-    print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_table_file(args.out, to_markdown(rows, header), rows)
     return rows
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import write_table_file
 from mixgrpo.algorithm.algorithms import get_algorithm
 from mixgrpo.cli import add_debug_flag, run_command
 from mixgrpo.models.gpu import configure_attention
@@ -219,12 +220,7 @@ def main(argv=None) -> list[dict]:
     header = (f"# {args.preset}, random {precision} weights, on {gpu}\n\nGroup {args.group}, LoRA rank {args.lora_rank}, "
               f"gradient checkpointing, 25 steps, window 4, one prompt per iteration, micro-batch "
               f"{args.micro_batch}. Command: `python -m benchmarks.gpu_flux {' '.join(sys.argv[1:] if argv is None else argv)}`")
-    table = to_markdown(rows, header)
-    print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_table_file(args.out, to_markdown(rows, header), rows)
     return rows
 
 

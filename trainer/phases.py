@@ -27,7 +27,6 @@ REMEDIES = {
     "update": "--micro-batch (fewer samples per backward pass), --gradient-checkpointing, --resolution, "
               "or --fsdp-offload",
     "evaluation": "fewer --eval-seeds or evaluation prompts, or --resolution",
-    "compile": "--no-compile, or a smaller --micro-batch (compiled blocks trace each batch shape once)",
 }
 
 

@@ -20,10 +20,8 @@ PROMPTS = ["a red circle", "two blue squares above a green triangle"]
 
 
 @pytest.fixture(scope="module")
-def flux_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_flux")
-    build_tiny_flux(path)
-    return path
+def flux_dir(tiny_flux):
+    return tiny_flux
 
 
 @pytest.fixture(scope="module")

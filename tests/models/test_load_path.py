@@ -14,7 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from mixgrpo import ModelLoadError  # noqa: E402
 from mixgrpo.models import load_flow_model  # noqa: E402
 from mixgrpo.models.gpu import autocast_dtype, compute_dtype  # noqa: E402
-from mixgrpo.models.tiny import build_tiny_flux  # noqa: E402
 
 pytestmark = pytest.mark.models
 
@@ -22,10 +21,8 @@ PROMPTS = ["a red circle", "two blue squares above a green triangle", "a yellow 
 
 
 @pytest.fixture(scope="module")
-def flux_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_flux")
-    build_tiny_flux(path)
-    return path
+def flux_dir(tiny_flux):
+    return tiny_flux
 
 
 def test_compute_dtype_is_float32_off_cuda_and_the_mixed_precision_on_cuda():

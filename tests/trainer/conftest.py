@@ -1,19 +1,10 @@
-"""Shared fixtures of the trainer tests: a tiny random FLUX folder and small-run flags."""
+"""Shared helpers of the trainer tests: small-run flags and run comparisons (the tiny FLUX folder: tests/conftest.py)."""
 
 import os
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="session")
-def tiny_flux(tmp_path_factory):
-    from mixgrpo.models.tiny import build_tiny_flux
-
-    path = tmp_path_factory.mktemp("tiny_flux")
-    build_tiny_flux(path)
-    return path
 
 
 def small_run(tmp_path, **overrides) -> list[str]:
