@@ -44,9 +44,19 @@ class PromptSampler:
     def _order(self, epoch: int) -> list[int]:
         return torch.randperm(self.count, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)).tolist()
 
-    def take(self, n: int) -> list[int]:
+    def peek(self, n: int, start: int | None = None) -> list[int]:
+        """The ``n`` prompts drawn from position ``start`` (default: the cursor) on, without moving the cursor."""
+        start = self.cursor if start is None else start
+        orders: dict[int, list[int]] = {}
         out = []
-        for position in range(self.cursor, self.cursor + n):
-            out.append(self._order(position // self.count)[position % self.count])
+        for position in range(start, start + n):
+            epoch = position // self.count
+            if epoch not in orders:
+                orders[epoch] = self._order(epoch)
+            out.append(orders[epoch][position % self.count])
+        return out
+
+    def take(self, n: int) -> list[int]:
+        out = self.peek(n)
         self.cursor += n
         return out

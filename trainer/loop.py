@@ -50,8 +50,9 @@ def load_model(cfg: TrainConfig, device: str = "cpu"):
 def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
     """Rewards (first: an unknown one fails before the model loads), model with LoRA or full fine-tuning, trainer.
 
-    On a GPU the text encoders encode every training and evaluation prompt once, the rows stay in CPU
-    memory, and the encoders leave the GPU before the transformer is trained.
+    On a GPU the text encoders encode once every prompt the run will draw (``iterations ×
+    prompts_per_iter`` of the training set, in the sampler's seeded order) and every evaluation prompt;
+    the rows stay in CPU memory and the encoders leave the GPU before the first iteration.
     """
     from mixgrpo.models.compile import compile_blocks
     from mixgrpo.models.gpu import compute_dtype, configure_attention
@@ -68,8 +69,6 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
     with phase("load", device):
         rewards = load_rewards(cfg.reward, options=cfg.reward_options, device=device)
         model = load_model(cfg, device)
-        if torch.device(device).type == "cuda":
-            model.cache_prompts(prompts + list(eval_prompts))
     torch.manual_seed(cfg.seed)
     if cfg.full_finetune:
         if cfg.kl_beta > 0:
@@ -84,7 +83,12 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
         model.transformer.enable_xformers_memory_efficient_attention()
     if cfg.compile:
         compile_blocks(model, device, fallback=cfg.compile_fallback)
-    return Trainer(cfg, model, rewards, prompts, params)
+    trainer = Trainer(cfg, model, rewards, prompts, params)
+    if torch.device(device).type == "cuda":  # the prompts this run draws (a resumed run's too) and evaluates
+        drawn = trainer.sampler.peek(cfg.iterations * cfg.prompts_per_iter, start=0)
+        with phase("load", device):
+            model.cache_prompts([prompts[i] for i in dict.fromkeys(drawn)] + list(eval_prompts))
+    return trainer
 
 
 @contextlib.contextmanager

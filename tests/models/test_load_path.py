@@ -80,3 +80,14 @@ def test_the_autocast_dtype_is_ignored_off_cuda(flux_dir):
     plain = model.velocity(x, sigma, cond)
     model.autocast_dtype = torch.bfloat16  # autocast is a CUDA rule: a CPU tensor computes as before
     assert torch.equal(model.velocity(x, sigma, cond), plain)
+
+
+def test_the_prompts_a_run_will_draw_are_known_before_it_draws_them():
+    """What a GPU run encodes up front (trainer/loop.py build): the sampler's draws, peeked without moving it."""
+    from trainer.data import PromptSampler
+
+    sampler = PromptSampler(5, seed=3)
+    ahead = sampler.peek(12)
+    assert sampler.cursor == 0 and sorted(ahead[:5]) == list(range(5))  # each epoch visits every prompt once
+    assert sampler.take(7) + sampler.take(5) == ahead  # the draws that follow are exactly those
+    assert sampler.peek(12, start=0) == ahead and sampler.cursor == 12
