@@ -60,6 +60,7 @@ def test_fsdp_on_one_process_shards_for_real_and_resumes(tmp_path):
     flags = small_run(tmp_path, iterations=2, checkpoint_every=1)
     main(flags + ["--name", "plain"])
     main(flags + ["--name", "fsdp", "--sharding", "fsdp"])
+    main(flags + ["--name", "fsdp-compiled", "--sharding", "fsdp", "--compile"])  # blocks compiled, then sharded
     runs = tmp_path / "runs"
     plain, fsdp = run_metrics(runs / "plain"), run_metrics(runs / "fsdp")
     assert [(r["world_size"], r["sharding"]) for r in fsdp] == [(1, "fsdp"), (1, "fsdp")]
@@ -67,6 +68,10 @@ def test_fsdp_on_one_process_shards_for_real_and_resumes(tmp_path):
     for a, b in zip(plain, fsdp):  # measured on this CPU: equal
         assert b["reward_mean"] == pytest.approx(a["reward_mean"], abs=1e-6)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-6)
+    for a, b in zip(plain, run_metrics(runs / "fsdp-compiled")):  # measured: as compiled without FSDP2
+        assert b["reward_mean"] == pytest.approx(a["reward_mean"], abs=1e-6)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+        assert b["first_max_abs_log_ratio"] < 1e-5
     shards = runs / "fsdp" / "checkpoints" / "iter-000001" / "shards"
     assert {p.name for p in shards.iterdir()} >= {".metadata", "__0_0.distcp"}  # a sharded checkpoint
     shutil.copytree(runs / "fsdp", runs / "resumed")
