@@ -96,8 +96,8 @@ class TrainConfig:
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank)", POSITIVE)
     full_finetune: bool = _f(False, "train every transformer weight instead of a LoRA")
     gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass")
-    mixed_precision: str = _f("no", "no | bf16 | fp16 (autocast on GPU; master weights stay fp32)",
-                              choices=("no", "bf16", "fp16"))
+    mixed_precision: str = _f("no", "no | bf16 | fp16 (on a GPU: frozen weights load in it and autocast computes in "
+                                    "it; trained weights stay fp32)", choices=("no", "bf16", "fp16"))
     attention: str = _f("sdpa", "sdpa | xformers (CUDA only)", choices=("sdpa", "xformers"))
     compile: bool = _f(False, "compile each transformer block with torch.compile (rollout and update): faster "
                               "iterations after a one-time compile of about a minute; pays on long runs")
