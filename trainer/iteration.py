@@ -35,7 +35,7 @@ from mixgrpo.models.compile import CompileClock
 from mixgrpo.models.gpu import autocast_dtype
 from mixgrpo.rewards import RewardSet, weighted_mean
 
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .data import PromptSampler
 from .launch import resolve_sharding
 from .phases import phase
@@ -50,7 +50,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, model, rewards: RewardSet, prompts: list[str],
-                 params: list[torch.nn.Parameter]):
+                 params: list[torch.nn.Parameter], processes: Processes | None = None):
         self.cfg, self.model, self.rewards, self.prompts = config, model, rewards, prompts
         self.sampler = PromptSampler(len(prompts), config.seed)
         self.history: list[dict] = []
@@ -62,12 +62,7 @@ class Trainer:
         self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
         self.nan_updates = 0
         self.failed_iterations = 0  # consecutive iterations in which every reward failed
-        self.processes = Processes(*resolve_sharding(config.sharding, config.fsdp_offload), config.mixed_precision)
-        samples, world = config.group_size * config.prompts_per_iter, self.processes.world
-        if samples % (world * config.updates_per_iter):
-            raise ConfigError(f"{samples} samples per iteration do not split into {world} processes × "
-                              f"{config.updates_per_iter} updates; change group_size, prompts_per_iter or "
-                              "updates_per_iter.")
+        self.processes = processes or open_processes(config)
         self.processes.prepare(model, config.full_finetune)  # DDP or FSDP2 (FSDP2 replaces the parameters by their shards)
         model.autocast_dtype = autocast_dtype(config.mixed_precision, model.device)
         self.compile_clock = CompileClock().start() if config.compile else None
@@ -367,6 +362,13 @@ class Trainer:
                 "clip_fraction": sum(clip_fractions) / max(1, len(clip_fractions)),
                 "kl": sum(kls) / max(1, len(kls)), "grad_norm": max(norms) if norms else 0.0,
                 "updates": len(norms)}
+
+
+def open_processes(config: TrainConfig) -> Processes:
+    """This process among the launch's, its engine, and the sample split checked (before any model loads)."""
+    processes = Processes(*resolve_sharding(config.sharding, config.fsdp_offload), config.mixed_precision)
+    processes.check_split(config.group_size * config.prompts_per_iter, config.updates_per_iter)
+    return processes
 
 
 def rollout_runs(members: range, groups: int, n: int) -> list[tuple[list[int], int]]:

@@ -17,7 +17,7 @@ from mixgrpo.evaluation import Evaluation, paired_rise, sample_images
 from mixgrpo.run_folder import RunFolder, grid_tag
 
 from .config import TrainConfig, config_dict
-from .iteration import Trainer
+from .iteration import Trainer, open_processes
 from .threads import fit_threads_to_cpu_quota
 
 
@@ -61,7 +61,8 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
     from .data import training_prompts
     from .phases import phase
 
-    device = resolve_device(cfg)
+    processes = open_processes(cfg)  # before any load: the launch is checked and this process's GPU is known
+    device = processes.load_device(resolve_device(cfg))
     if device == "cpu":
         fit_threads_to_cpu_quota()
     configure_attention(device)
@@ -83,7 +84,7 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
         model.transformer.enable_xformers_memory_efficient_attention()
     if cfg.compile:
         compile_blocks(model, device, fallback=cfg.compile_fallback)
-    trainer = Trainer(cfg, model, rewards, prompts, params)
+    trainer = Trainer(cfg, model, rewards, prompts, params, processes)
     if torch.device(device).type == "cuda":  # the prompts this run draws (a resumed run's too) and evaluates
         drawn = trainer.sampler.peek(cfg.iterations * cfg.prompts_per_iter, start=0)
         with phase("load", device):

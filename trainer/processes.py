@@ -20,6 +20,7 @@ Rewards are gathered with accelerate's ``gather``. A peer that dies turns the ne
 from __future__ import annotations
 
 import contextlib
+import re
 
 import torch
 
@@ -27,6 +28,18 @@ from mixgrpo.cli import one_line
 from mixgrpo.errors import MixGRPOError
 
 SHARDINGS = ("ddp", "fsdp")
+#: what a collective says when the process at the other end is gone (gloo, NCCL, the TCP store)
+PEER_LOST = re.compile(r"closed by peer|reset by peer|broken pipe|connection refused|NCCL|timed? ?out|"
+                       r"ProcessGroup|Socket|TCPStore|\bstore\b", flags=re.IGNORECASE)
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process stopped, not this process's own error."""
+    import torch.distributed as dist
+
+    if isinstance(error, torch.OutOfMemoryError):
+        return False
+    return isinstance(error, getattr(dist, "DistError", ())) or bool(PEER_LOST.search(str(error)))
 
 
 class ProcessLost(MixGRPOError, RuntimeError):
@@ -56,6 +69,27 @@ class Processes:
         self.ddp = None      # the DistributedDataParallel wrapper, under DDP
         self.sharded = None  # the fully_shard-ed transformer, under FSDP2
         self.sync_every_pass = False
+
+    def check_split(self, samples: int, updates: int) -> None:
+        """Each process takes ``samples / world`` samples, each split into ``updates`` parts: checked before
+        anything loads, so a launch that cannot split fails in seconds."""
+        from .config import ConfigError
+
+        if samples % (self.world * updates):
+            raise ConfigError(f"{samples} samples per iteration do not split into {self.world} processes × "
+                              f"{updates} updates; change group_size, prompts_per_iter or updates_per_iter.")
+
+    def load_device(self, requested: str) -> str:
+        """Where this process loads the model: its own GPU (``cuda:<local rank>``, set by the launch) when the
+        run is on CUDA, else ``requested``."""
+        from .config import ConfigError
+
+        if not requested.startswith("cuda") or self.world == 1:
+            return requested
+        if ":" in requested:
+            raise ConfigError(f"--device {requested} names one GPU for {self.world} processes; each process takes "
+                              "its own (the launch's LOCAL_RANK): pass --device cuda.")
+        return str(self.device)
 
     # -- the engine ------------------------------------------------------------------------
     def prepare(self, model, full_finetune: bool = False) -> None:
@@ -116,7 +150,10 @@ class Processes:
 
     @contextlib.contextmanager
     def guard(self):
-        """Turn a collective's failure (gloo/NCCL: "Connection closed by peer") into :class:`ProcessLost`."""
+        """A collective's failure because a peer is gone (gloo: "Connection closed by peer"; NCCL: an
+        aborted communicator) becomes :class:`ProcessLost`. This process's own errors stay its own: a
+        project error (an out-of-memory in one phase, a stopped run) gets this process's rank in front
+        of its message, and anything else (a bug) keeps its type and traceback."""
         if self.world == 1:
             yield
             return
@@ -124,7 +161,13 @@ class Processes:
             yield
         except ProcessLost:
             raise
+        except MixGRPOError as error:
+            if not str(error).startswith("process "):
+                error.args = (f"process {self.rank} of {self.world}: {error}", *error.args[1:])
+            raise
         except RuntimeError as error:
+            if not peer_lost(error):
+                raise
             raise ProcessLost(f"process {self.rank} of {self.world}: another process of this run stopped "
                               f"({one_line(error)[:200]})") from None
 

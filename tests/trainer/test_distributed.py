@@ -195,3 +195,12 @@ def test_a_full_finetune_with_kl_keeps_a_frozen_sharded_reference(tmp_path):
     rows = run_metrics(tmp_path / "runs" / "two")
     # 0 until the first step, then it grows (measured 2.4e-5 after 2 iterations; one process: 2.3e-5)
     assert 0 < rows[0]["kl"] < rows[1]["kl"]
+
+
+def test_a_launch_whose_samples_do_not_split_stops_before_the_model_loads(tmp_path):
+    flags = small_run(tmp_path, group_size=3, prompts_per_iter=1, updates_per_iter=1)  # 3 samples, 2 processes
+    done = subprocess.run(LAUNCH + flags, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "error: 3 samples per iteration do not split into 2 processes × 1 updates" in done.stderr
+    assert "Loading pipeline components" not in done.stderr + done.stdout  # nothing was loaded
+    assert not (tmp_path / "runs" / "run").exists()
