@@ -97,7 +97,8 @@ class TrainConfig:
     full_finetune: bool = _f(False, "train every transformer weight instead of a LoRA")
     gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass")
     mixed_precision: str = _f("no", "no | bf16 | fp16 (on a GPU: frozen weights load in it and autocast computes in "
-                                    "it; trained weights stay fp32)", choices=("no", "bf16", "fp16"))
+                                    "it; trained weights stay fp32); left at no under accelerate launch: the "
+                                    "launch's", choices=("no", "bf16", "fp16"))
     attention: str = _f("sdpa", "sdpa | xformers (CUDA only)", choices=("sdpa", "xformers"))
     compile: bool = _f(False, "compile each transformer block with torch.compile (rollout and update): faster "
                               "iterations after a one-time compile of about a minute; pays on long runs")
@@ -280,6 +281,9 @@ def parse_config(argv=None) -> TrainConfig:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"bad config value: {error}") from None
     config.validate()
+    from .launch import resolve_mixed_precision
+
+    config.mixed_precision = resolve_mixed_precision(config.mixed_precision)
     return config
 
 

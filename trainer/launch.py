@@ -46,3 +46,18 @@ def resolve_sharding(requested: str | None, offload: bool, environ=os.environ) -
     if offload and sharding != "fsdp":
         raise ConfigError("--fsdp-offload keeps FSDP2's shards in CPU memory; it needs --sharding fsdp.")
     return sharding, offload
+
+
+def resolve_mixed_precision(requested: str, environ=os.environ) -> str:
+    """The run's mixed precision: the flag's, or, left at ``no``, the accelerate launch's (its config's
+    ``mixed_precision`` or ``--mixed_precision``, which ``accelerate launch`` passes as
+    ``ACCELERATE_MIXED_PRECISION``). Two different lower precisions are a contradiction."""
+    launched = environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launched not in ("bf16", "fp16"):
+        return requested
+    if requested == "no":
+        return launched
+    if requested != launched:
+        raise ConfigError(f"--mixed-precision {requested} contradicts the accelerate launch, which asked for "
+                          f"{launched}; drop the flag or change mixed_precision in the accelerate config.")
+    return requested

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import small_run
 from mixgrpo.errors import ModelLoadError, ScheduleError
 from mixgrpo.rewards import RewardSpecError
 from trainer.config import ConfigError, TrainConfig, build_parser, load_yaml, parse_config
@@ -102,6 +103,26 @@ def test_what_an_accelerate_launch_asks_for_is_honoured_or_refused_in_one_line()
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="without CUDA they live in CPU memory already"):
             parse_config(["--sharding", "fsdp", "--fsdp-offload"])
+
+
+def test_the_launch_mixed_precision_applies_unless_the_flag_says_otherwise(tmp_path):
+    from trainer.launch import resolve_mixed_precision
+
+    assert resolve_mixed_precision("no", {}) == "no" and resolve_mixed_precision("fp16", {}) == "fp16"
+    assert resolve_mixed_precision("no", {"ACCELERATE_MIXED_PRECISION": "no"}) == "no"
+    assert resolve_mixed_precision("no", {"ACCELERATE_MIXED_PRECISION": "bf16"}) == "bf16"
+    assert resolve_mixed_precision("bf16", {"ACCELERATE_MIXED_PRECISION": "bf16"}) == "bf16"
+    with pytest.raises(ConfigError, match="--mixed-precision fp16 contradicts the accelerate launch, which asked "
+                                          "for bf16"):
+        resolve_mixed_precision("fp16", {"ACCELERATE_MIXED_PRECISION": "bf16"})
+    # a real launch: accelerate passes its --mixed_precision to the run, which records it
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+                           "--mixed_precision", "bf16", "-m", "trainer.run",
+                           *small_run(tmp_path, iterations=1, eval_seeds=1)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import yaml
+    assert yaml.safe_load((tmp_path / "runs" / "run" / "config.yaml").read_text())["mixed_precision"] == "bf16"
 
 
 def test_an_fsdp1_accelerate_config_is_refused_before_anything_loads(tmp_path):
