@@ -26,20 +26,31 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_images(model, prompts: list[str], seeds_per_prompt: Iterable[int], steps: int = 25, shift: float = 3.0,
-                  resolution: int = 128, solver: str = "euler", batch: int = 64):
-    """Images ``[len(prompts)·len(seeds), 3, H, W]`` in [0, 1], prompt-major, plus the prompt per image."""
+                  resolution: int = 128, solver: str = "euler", batch: int = 64, part: tuple[int, int] = (0, 1)):
+    """Images ``[n, 3, H, W]`` in [0, 1], prompt-major, plus the prompt per image.
+
+    ``part = (k, K)``: the ``k``-th of ``K`` contiguous slices of the ``len(prompts)·len(seeds)`` images
+    (several processes split an evaluation). Every part runs as many batches (a part left with none
+    samples a discarded stand-in), since sharded models need every process in every model call.
+    """
     chosen = list(seeds_per_prompt)
     plan = build_plan("mixgrpo", num_steps=steps, shift=shift, window_size=0, solver=solver)
     latent = model.latent_shape(resolution, resolution)
     jobs = [(i, p, s) for i, p in enumerate(prompts) for s in chosen]
+    index, count = part
+    per = math.ceil(len(jobs) / count)
+    mine = jobs[index * per:(index + 1) * per]
     images = []
-    for start in range(0, len(jobs), batch):
-        chunk = jobs[start:start + batch]
-        noise = torch.stack([initial_noise(latent, seeds.held_out_seed(i, s)) for i, _, s in chunk])
-        cond = model.encode_prompts([p for _, p, _ in chunk])
+    for start in range(0, per, batch):
+        chunk = mine[start:start + batch]
+        stand_in = not chunk
+        noise = torch.stack([initial_noise(latent, seeds.held_out_seed(i, s)) for i, _, s in chunk or jobs[:1]])
+        cond = model.encode_prompts([p for _, p, _ in chunk or jobs[:1]])
         out = mixed_rollout(model.velocity, noise.to(model.device), plan, cond)
-        images.append(model.decode(out.samples).cpu())
-    return torch.cat(images), [p for _, p, _ in jobs]
+        if not stand_in:
+            images.append(model.decode(out.samples).cpu())
+    empty = torch.zeros(0, 3, resolution, resolution)
+    return (torch.cat(images) if images else empty), [p for _, p, _ in mine]
 
 
 @dataclass
@@ -60,6 +71,16 @@ class Evaluation:
         return {"per_reward": self.scores.means(), "per_category": per_category,
                 "mean": float(torch.nanmean(total)), "prompts": self.prompts,
                 "scores": [round(float(score), 6) for score in total]}
+
+
+def join_evaluations(parts: list[Evaluation]) -> Evaluation:
+    """One evaluation from the consecutive parts several processes sampled and scored (empty parts left out)."""
+    parts = [part for part in parts if len(part.prompts)]
+    first = parts[0].scores
+    raw = {name: torch.cat([part.scores.raw[name].cpu() for part in parts]) for name in first.raw}
+    details = {name: [d for part in parts for d in part.scores.details[name]] for name in first.details}
+    return Evaluation(torch.cat([part.images for part in parts]), [p for part in parts for p in part.prompts],
+                      RewardScores(raw, details, first.weights, first.normalizations))
 
 
 def evaluate(model, prompts: list[str], rewards: RewardSet, seeds_per_prompt: Iterable[int], **sampling) -> Evaluation:

@@ -141,9 +141,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
                            enabled=main_process)
 
     def held_out(iteration: int) -> Evaluation | None:
-        """The main process evaluates; under FSDP2 the others sample with it (each model call needs every shard)."""
-        if not (main_process or sharded):
-            return None
+        """Every process samples and scores its part; the main process joins them and writes."""
         with progress.evaluation(iteration, len(eval_prompts) * cfg.eval_seeds), \
                 phase("evaluation", trainer.model.device):
             result = evaluate_and_grid(trainer, eval_prompts, folder, iteration, writer)
@@ -224,17 +222,21 @@ def evaluate_and_grid(trainer: Trainer, prompts: list[str], folder: RunFolder, i
                       writer) -> Evaluation | None:
     """The held-out evaluation after ``iteration`` iterations, with its sample grid (24 images) and scalar.
 
-    Off the main process (FSDP2) it only samples, and returns None.
+    Each process samples and scores a contiguous part of the images; the main process joins the parts
+    (in order: the same evaluation as one process's), writes the grid and returns it; the others None.
     """
+    from mixgrpo.evaluation import join_evaluations
     from mixgrpo.plots import save_sample_grid
 
-    cfg = trainer.cfg
+    cfg, processes = trainer.cfg, trainer.processes
     trainer.model.transformer.eval()
     images, texts = sample_images(trainer.model, prompts, range(cfg.eval_seeds), steps=cfg.steps, shift=cfg.shift,
-                                  resolution=cfg.resolution)
-    if not trainer.processes.is_main:
+                                  resolution=cfg.resolution, part=(processes.rank, processes.world))
+    mine = Evaluation(images, texts, trainer.rewards.score(images, texts)) if texts else Evaluation(images, texts, None)
+    parts = processes.gather_objects(mine)
+    if not processes.is_main:
         return None
-    result = Evaluation(images, texts, trainer.rewards.score(images, texts))
+    result = join_evaluations(parts)
     picks = spread(len(result.prompts), 24)
     save_sample_grid(result.images[picks], [result.prompts[i] for i in picks], folder.sample_grid(grid_tag(iteration)),
                      columns=8)

@@ -189,6 +189,15 @@ class Processes:
         with self.guard():
             return gather(local.contiguous())
 
+    def gather_objects(self, local) -> list:
+        """Every process's ``local`` (any picklable object), in rank order; every process must call it."""
+        if self.world == 1:
+            return [local]
+        from accelerate.utils import gather_object
+
+        with self.guard():
+            return gather_object([local])
+
     def max_int(self, value: int) -> int:
         """The largest ``value`` over all processes (every process must call it)."""
         if self.world == 1:

@@ -168,6 +168,12 @@ def test_ddp_lora_on_two_processes_equals_one_and_two_nodes_equal_one_node(tmp_p
     # after one AdamW step the LoRA weights agree to float32 rounding (measured: 2.7e-7)
     lora = Path("lora") / "pytorch_lora_weights.safetensors"
     assert max_difference(tmp_path / "runs" / "one" / lora, tmp_path / "runs" / "one-node" / lora) <= 1e-5
+    # each process sampled and scored half of the held-out images; joined, they are one process's evaluation
+    import json
+    whole, split = (json.loads((tmp_path / "runs" / name / "eval.json").read_text()) for name in ("one", "one-node"))
+    for a, b in zip(whole["evaluations"], split["evaluations"]):
+        assert a["prompts"] == b["prompts"] and len(a["scores"]) == 23
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)  # measured: identical
 
     node = [*LAUNCH[:LAUNCH.index("--num_machines")], "--num_machines", "2", "--main_process_ip", "127.0.0.1",
             "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"]
