@@ -47,7 +47,7 @@ def load_model(cfg: TrainConfig, device: str = "cpu"):
                            quantize_timesteps=cfg.quantize_timesteps, **guidance)
 
 
-def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
+def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Trainer:
     """Rewards (first: an unknown one fails before the model loads), model with LoRA or full fine-tuning, trainer.
 
     On a GPU the text encoders encode once every prompt the run will draw (``iterations ×
@@ -61,7 +61,7 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
     from .data import training_prompts
     from .phases import phase
 
-    processes = open_processes(cfg)  # before any load: the launch is checked and this process's GPU is known
+    processes = processes or open_processes(cfg)  # before any load: the launch checked, this process's GPU known
     device = processes.load_device(resolve_device(cfg))
     if device == "cpu":
         fit_threads_to_cpu_quota()
@@ -92,6 +92,35 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = ()) -> Trainer:
     return trainer
 
 
+def agree_on_run_folder(processes, folder: RunFolder) -> RunFolder:
+    """Every process takes the main process's run folder (a default name holds the time, which may differ
+    by a second between processes) and must see it: the main process writes a file beside it and every
+    other looks for it, before anything loads. Each process writes its checkpoint shards there and reads
+    them all on resume, so the folder must be on a file system every node shares."""
+    import secrets
+
+    from .config import ConfigError
+
+    if processes.world == 1:
+        return folder
+    path, token = processes.gather_objects((str(folder.path), secrets.token_hex(8)))[0]
+    folder = RunFolder(path)
+    probe = folder.path.parent / f".mixgrpo-shared-{token}"
+    if processes.is_main:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token)
+    processes.barrier()
+    blind = [rank for rank, seen in enumerate(processes.gather_objects(probe.is_file())) if not seen]
+    processes.barrier()
+    if processes.is_main:
+        probe.unlink(missing_ok=True)
+    if blind:
+        raise ConfigError(f"process(es) {', '.join(map(str, blind))} of {processes.world} cannot see "
+                          f"{folder.path.parent}, where the main process writes the run: each process writes its checkpoint shards there "
+                          "and reads them on resume. Put --run-dir on a file system every node shares.")
+    return folder
+
+
 @contextlib.contextmanager
 def resume_hint_on_loss(folder: RunFolder):
     """A lost process, wherever it is noticed (a pass, a checkpoint's barrier, the export), ends the run with
@@ -118,7 +147,9 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
 
     # -- build; a new run's folder appears only once everything loaded (a failed start leaves nothing)
     eval_prompts = evaluation_prompts(cfg.eval_prompts)
-    trainer = build(cfg, eval_prompts)
+    processes = open_processes(cfg)
+    folder = agree_on_run_folder(processes, folder)
+    trainer = build(cfg, eval_prompts, processes)
     processes, main_process = trainer.processes, trainer.processes.is_main
     sharded = processes.sharded is not None
     if main_process and not cfg.resume:

@@ -210,3 +210,30 @@ def test_a_launch_whose_samples_do_not_split_stops_before_the_model_loads(tmp_pa
     assert "error: 3 samples per iteration do not split into 2 processes × 1 updates" in done.stderr
     assert "Loading pipeline components" not in done.stderr + done.stdout  # nothing was loaded
     assert not (tmp_path / "runs" / "run").exists()
+
+
+def test_a_run_folder_the_nodes_do_not_share_is_one_line_before_anything_loads(tmp_path):
+    """Two "nodes" on 127.0.0.1, each launched in its own folder with the relative ``--run-dir runs``: each
+    sees its own ``runs/``, as nodes without a shared file system would."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    node = [*LAUNCH[:LAUNCH.index("--num_machines")], "--num_machines", "2", "--main_process_ip", "127.0.0.1",
+            "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"]
+    run = ["-m", "trainer.run", *small_run(Path("."), iterations=1, prompts_per_iter=1, group_size=4, updates_per_iter=1)]
+    here = [tmp_path / "node0", tmp_path / "node1"]
+    for folder in here:
+        folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    second = subprocess.Popen(node + ["--machine_rank", "1"] + run, cwd=here[1], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.run(node + ["--machine_rank", "0"] + run, cwd=here[0], capture_output=True, text=True,
+                           timeout=600, env=env)
+    _, err = second.communicate(timeout=120)
+    assert first.returncode != 0 and second.returncode != 0
+    line = "error: process(es) 1 of 2 cannot see runs, where the main process writes the run"
+    assert line in first.stderr and line in err
+    assert "Loading pipeline components" not in first.stderr + err  # nothing was loaded
+    assert not (here[0] / "runs" / "run").exists() and not (here[1] / "runs").exists()
