@@ -8,36 +8,9 @@ transformer (diffusers ``FluxTransformer2DModel`` defaults, guidance embedding),
 OpenCLIP ViT-H-14 (986 M parameters each, OpenCLIP's model card), kept in float32.
 
 The load path is the trainer's under ``--mixed-precision bf16`` (docs/trainer.md, "One GPU"): frozen
-weights in bf16 (2 bytes), trained weights in fp32 (4) with fp32 gradients and two AdamW moments.
-With ``P`` transformer parameters, ``R`` LoRA parameters, ``B`` the largest block, ``N`` processes:
-
-=================  =============================  ==============  ================  =====================
-setting            weights                        gradients       AdamW (m, v)      transient
-=================  =============================  ==============  ================  =====================
-LoRA, DDP          2P + 4R                        4R              8R                —
-LoRA, FSDP2        (2P + 4R)/N                    4R/N            8R/N              2·2B (bf16 blocks)
-full, FSDP2        4P/N                           4P/N            8P/N              2·2B + 4B (grad)
-full, one process  4P                             4P              8P                —
-full, FSDP2 + CPU  0 (CPU: 16P/N)                 0               0                 2·2B + 4B
-=================  =============================  ==============  ================  =====================
-
-The phases of a run, each with its own peak (the largest is the run's):
-
-- **load**: rewards, then the pipeline in its load dtypes, text encoders included (T5-XXL about
-  9.5 GB in bf16); the prompts are encoded, the rows go to CPU memory and the encoders leave. Every
-  process loads the whole transformer before FSDP2 shards it, so this phase counts it whole.
-- **decode**: the VAE decodes the rollout's images in chunks sized to half the free memory, at
-  ``4·128·side²·2`` bytes per image (:meth:`mixgrpo.models.FlowModelAdapter.decode_batch`); the
-  plan shows the whole batch at once, capped at that half.
-- **update**: weights, gradients, AdamW moments, FSDP2's gathered blocks, one transition's
-  activations and AdamW's temporaries (the foreach step's ``√v`` buffer: 4 bytes per trained
-  parameter on this process).
-
-Activations, per sample of a micro-batch, ``S`` tokens (image ``(side/16)²`` + 512 text), ``h``
-the width, bf16: with gradient checkpointing the input of each block is kept, ``blocks·S·h·2``
-bytes, plus one block's recomputation, about ``34·S·h`` bytes (the per-layer activation count of
-a transformer layer with a fused attention kernel, Korthikanti et al. 2022). The trainer
-backpropagates one transition at a time. The conditioning cache lives in CPU memory: 512 × 4096 T5
+weights in bf16, trained weights in fp32 with fp32 gradients and two AdamW moments. The formulas,
+per setting and per phase (load, decode, update), are in ``trainer/memory_plan.py``, which
+``python -m trainer.run --dry-run`` uses too. The conditioning cache lives in CPU memory: 512 × 4096 T5
 rows + CLIP's pooled 768 in bf16, about 4.2 MB per prompt. "fits 80 GB" leaves 10 % for the
 allocator and the CUDA context.
 """
@@ -51,15 +24,14 @@ from pathlib import Path
 
 from mixgrpo.cli import add_debug_flag, run_command
 
+from trainer.memory_plan import GB, REWARD_PARAMS, phases, transformer_counts
+
 from . import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GB = 1e9
 GIB = 2**30
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-TEXT_TOKENS = 512
-REWARD_PARAMS = {"hpsv2.1": 986e6, "pickscore": 986e6}  # OpenCLIP ViT-H-14, image + text towers
 FITS = 0.9 * 80 * GB
+HEADLINE_REWARDS = ("hpsv2.1", "pickscore")
 
 
 def transformer_sizes(lora_rank: int, **config) -> dict[str, int]:
@@ -69,12 +41,7 @@ def transformer_sizes(lora_rank: int, **config) -> dict[str, int]:
 
     with torch.device("meta"):
         model = FluxTransformer2DModel(guidance_embeds=True, **config)
-    blocks = list(model.transformer_blocks) + list(model.single_transformer_blocks)
-    lora = sum(lora_rank * (m.in_features + m.out_features) for name, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in LORA_TARGETS))
-    return {"params": sum(p.numel() for p in model.parameters()), "lora": lora, "blocks": len(blocks),
-            "largest_block": max(sum(p.numel() for p in b.parameters()) for b in blocks),
-            "hidden": model.config.num_attention_heads * model.config.attention_head_dim}
+    return transformer_counts(model, lora_rank)
 
 
 def flux_dev_sizes(lora_rank: int) -> dict[str, int]:
@@ -96,51 +63,6 @@ def flux_dev_sizes(lora_rank: int) -> dict[str, int]:
     return sizes | {"vae": count(vae), "text_encoders": count(t5) + count(clip), "vae_channels": 128}
 
 
-def model_state(setting: str, sizes: dict[str, int], processes: int) -> dict[str, float]:
-    """Bytes per process of weights, gradients, optimizer states and transient gathered blocks (table above)."""
-    P, R, B, N = sizes["params"], sizes["lora"], sizes["largest_block"], processes
-    if setting == "LoRA, DDP":
-        return {"weights": 2 * P + 4 * R, "gradients": 4 * R, "adamw": 8 * R, "transient": 0}
-    if setting == "LoRA, FSDP2":
-        return {"weights": (2 * P + 4 * R) / N, "gradients": 4 * R / N, "adamw": 8 * R / N, "transient": 4 * B}
-    if setting == "full, FSDP2":
-        return {"weights": 4 * P / N, "gradients": 4 * P / N, "adamw": 8 * P / N, "transient": 8 * B * (N > 1)}
-    return {"weights": 0, "gradients": 0, "adamw": 0, "transient": 8 * B, "cpu": 16 * P / N}  # offloaded
-
-
-def trained_params(setting: str, sizes: dict[str, int], processes: int) -> float:
-    return (sizes["lora"] if setting.startswith("LoRA") else sizes["params"]) / processes
-
-
-def activations(side: int, micro_batch: int, checkpointing: bool = True, blocks: int = 57, hidden: int = 3072) -> float:
-    """Bytes of one transition's activations for ``micro_batch`` samples at ``side``² pixels."""
-    tokens = (side // 16) ** 2 + TEXT_TOKENS
-    per_block = 34 * tokens * hidden
-    saved = blocks * tokens * hidden * 2 + per_block if checkpointing else blocks * per_block
-    return micro_batch * saved
-
-
-def decode_per_image(side: int, channels: int = 128) -> float:
-    """The VAE's full-resolution activations of one image, bf16: ``4·C₀·side²·2`` bytes."""
-    return 4 * channels * side * side * 2
-
-
-def phases(setting: str, sizes: dict[str, int], processes: int, side: int, micro_batch: int, samples: int,
-           reward_bytes: float) -> dict[str, float]:
-    """Bytes of each phase's peak on one process (module docstring) and the CPU's share."""
-    state = model_state(setting.replace("one process", "FSDP2"), sizes, processes)
-    frozen = 2 * sizes["vae"] + reward_bytes
-    whole = model_state("full, FSDP2" if setting.startswith("full") else "LoRA, DDP", sizes, 1)["weights"]
-    load = whole + frozen + 2 * sizes["text_encoders"]
-    resident = state["weights"] + state["adamw"] + frozen
-    decode = resident + min(samples * decode_per_image(side, sizes["vae_channels"]), 0.5 * max(0.0, FITS - resident))
-    act = activations(side, micro_batch, blocks=sizes["blocks"], hidden=sizes["hidden"])
-    temporaries = 4 * trained_params(setting, sizes, processes) * (state["adamw"] > 0)
-    update = resident + state["gradients"] + state["transient"] + act + temporaries
-    return {**state, "activations": act, "temporaries": temporaries, "load": load, "decode": decode,
-            "update": update, "gpu": max(load, decode, update)}
-
-
 # the process counts each setting is shown for: one process is never wrapped, so its full fine-tune
 # is the unsharded row (the same formulas as FSDP2 with N = 1)
 SETTINGS = {"LoRA, DDP": (1, 8), "full, one process": (1,), "LoRA, FSDP2": (8, 32), "full, FSDP2": (8, 32),
@@ -148,7 +70,7 @@ SETTINGS = {"LoRA, DDP": (1, 8), "full, one process": (1,), "LoRA, FSDP2": (8, 3
 
 
 def plan(sizes: dict[str, int], micro_batch: int, samples: int = 12,
-         rewards: tuple[str, ...] = tuple(REWARD_PARAMS)) -> list[dict]:
+         rewards: tuple[str, ...] = HEADLINE_REWARDS) -> list[dict]:
     reward_bytes = 4 * sum(REWARD_PARAMS[name] for name in rewards)
     rows = []
     for setting, counts in SETTINGS.items():
@@ -187,7 +109,8 @@ def markdown(sizes: dict[str, int], rows: list[dict], checks: list[dict], micro_
             f"Transformer: {sizes['params'] / 1e9:.2f} B parameters in {sizes['blocks']} blocks (largest "
             f"{sizes['largest_block'] / 1e6:.0f} M); LoRA rank {sizes['lora_rank']}: {sizes['lora'] / 1e6:.1f} M; "
             f"text encoders (T5-XXL + CLIP-L) {sizes['text_encoders'] / 1e9:.2f} B, VAE {sizes['vae'] / 1e6:.0f} M; "
-            f"HPS v2.1 + PickScore in fp32 {4 * sum(REWARD_PARAMS.values()) / GB:.1f} GB. GB per process, bf16 "
+            f"HPS v2.1 + PickScore in fp32 {4 * sum(REWARD_PARAMS[r] for r in HEADLINE_REWARDS) / GB:.1f} GB. "
+            "GB per process, bf16 "
             f"frozen weights, micro-batch {micro_batch}, {samples} samples per process, gradient checkpointing; "
             "formulas in `benchmarks/memory.py`.\n\n"
             "| setting | processes | side | weights | gradients | AdamW | transient | activations | AdamW temp. "

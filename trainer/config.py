@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of config keys (flags override it)")
+    parser.add_argument("--dry-run", action="store_true", help="check everything that needs no weights (options, "
+                        "the launch's split, the run folder, the model folder), print the plan with the memory per "
+                        "process, and exit without loading anything")
     add_debug_flag(parser)
     for f in fields(TrainConfig):
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
@@ -271,6 +274,7 @@ def parse_config(argv=None) -> TrainConfig:
     """Defaults, then ``--config`` YAML, then flags; validated."""
     args = vars(build_parser().parse_args(argv))
     args.pop("debug")
+    args.pop("dry_run")
     values = load_yaml(args.pop("config")) if args.get("config") else {}
     flagged_options = parse_reward_options(args.pop("reward_options") or [])
     values.update({k: v for k, v in args.items() if v is not None})

@@ -33,6 +33,14 @@ PEER_LOST = re.compile(r"closed by peer|reset by peer|broken pipe|connection ref
                        r"ProcessGroup|Socket|TCPStore|\bstore\b", flags=re.IGNORECASE)
 
 
+def split_problem(samples: int, world: int, updates: int) -> str | None:
+    """Why ``samples`` per iteration cannot be split into ``world`` processes × ``updates`` updates, or None."""
+    if samples % (world * updates) == 0:
+        return None
+    return (f"{samples} samples per iteration do not split into {world} processes × {updates} updates; change "
+            "group_size, prompts_per_iter or updates_per_iter.")
+
+
 def peer_lost(error: BaseException) -> bool:
     """Whether ``error`` is a collective failing because another process stopped, not this process's own error."""
     import torch.distributed as dist
@@ -75,9 +83,9 @@ class Processes:
         anything loads, so a launch that cannot split fails in seconds."""
         from .config import ConfigError
 
-        if samples % (self.world * updates):
-            raise ConfigError(f"{samples} samples per iteration do not split into {self.world} processes × "
-                              f"{updates} updates; change group_size, prompts_per_iter or updates_per_iter.")
+        problem = split_problem(samples, self.world, updates)
+        if problem:
+            raise ConfigError(problem)
 
     def load_device(self, requested: str) -> str:
         """Where this process loads the model: its own GPU (``cuda:<local rank>``, set by the launch) when the

@@ -39,6 +39,9 @@ def main(argv=None) -> dict:
     if cfg.model == "embedded":  # the embedded model needs no hub: never ask one
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder, cfg = run_folder(cfg)
+    if "--dry-run" in (sys.argv[1:] if argv is None else argv):
+        from .dry_run import dry_run
+        return dry_run(cfg, folder)
     return train(cfg, folder)
 
 

@@ -30,14 +30,8 @@ def read_model_index(path: str | Path) -> dict:
     return json.loads(index.read_text())
 
 
-def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                    transformer_dtype: torch.dtype | None = None, **adapter_options) -> FlowModelAdapter:
-    """Load the pipeline at ``path`` and wrap it; clear errors for missing or unsupported folders.
-
-    Every component loads in ``dtype``, the transformer in ``transformer_dtype`` when given (a full
-    fine-tune keeps its trained weights in float32 while the frozen parts compute in bf16), each
-    straight from its files in that dtype.
-    """
+def check_model_folder(path: str | Path) -> dict:
+    """The folder's ``model_index.json`` once it is known to hold a supported, complete pipeline (no weights read)."""
     index = read_model_index(path)
     pipeline_class = index.get("_class_name")
     kind = SUPPORTED.get(pipeline_class)
@@ -48,6 +42,19 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     if missing:
         raise ModelLoadError(f"{path} is incomplete: missing component folder(s) {missing} of a {pipeline_class}. "
                              "Copy the whole pipeline repository, not only the transformer weights.")
+    return index
+
+
+def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                    transformer_dtype: torch.dtype | None = None, **adapter_options) -> FlowModelAdapter:
+    """Load the pipeline at ``path`` and wrap it; clear errors for missing or unsupported folders.
+
+    Every component loads in ``dtype``, the transformer in ``transformer_dtype`` when given (a full
+    fine-tune keeps its trained weights in float32 while the frozen parts compute in bf16), each
+    straight from its files in that dtype.
+    """
+    index = check_model_folder(path)
+    kind, pipeline_class = SUPPORTED[index["_class_name"]], index["_class_name"]
     from .embedded import read_settings
 
     settings = read_settings(path)  # a model trained here records its text length and guidance scale

@@ -4,6 +4,7 @@ GPU measurements beside its estimates."""
 import pytest
 
 from benchmarks import memory
+from trainer import memory_plan
 
 pytestmark = pytest.mark.trainer
 
@@ -33,8 +34,8 @@ def test_which_settings_fit_and_which_phase_sets_the_peak(sizes):
     assert eight["fits_80gb"] and eight["adamw"] == pytest.approx(8 * sizes["params"] / 8 / 1e9)
     assert eight["load"] > 4 * sizes["params"] / 1e9  # every process loads the whole fp32 transformer first
     assert eight["temporaries"] == pytest.approx(eight["gradients"])  # AdamW's √v buffer: 4 bytes per shard
-    assert memory.activations(720, 1) > memory.activations(512, 1)
-    assert memory.decode_per_image(720) == 4 * 128 * 720 * 720 * 2
+    assert memory_plan.activations(720, 1) > memory_plan.activations(512, 1)
+    assert memory_plan.decode_per_image(720) == 4 * 128 * 720 * 720 * 2
 
 
 def test_gpu_measurements_sit_beside_their_estimates():

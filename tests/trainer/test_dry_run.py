@@ -1,0 +1,81 @@
+"""``--dry-run``: the checks that need no weights and the plan, nothing loaded; the documented launch lines pass them."""
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import small_run
+from trainer.config import parse_config
+from trainer.processes import split_problem
+
+pytestmark = pytest.mark.trainer
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainer.run"]
+
+
+def test_a_dry_run_checks_prints_the_plan_and_loads_nothing(tmp_path, tiny_flux):
+    done = subprocess.run([sys.executable, "-m", "trainer.run", "--dry-run", "--model", str(tiny_flux),
+                           "--full-finetune", "--sharding", "fsdp", "--run-dir", str(tmp_path / "runs"), "--name", "x"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert f"dry run of {tmp_path / 'runs' / 'x'}: every check passed; nothing was loaded" in out
+    assert "processes: 1 (fsdp), device cpu, mixed precision no" in out
+    assert "samples per iteration: 32 = 4 prompts × 8; 32 per process, in 2 update(s) of 16" in out
+    assert re.search(r"model: transformer [\d.]+ M parameters in 2 blocks; trains every weight", out)
+    assert re.search(r"expected memory per process at 128² \(trainer/memory_plan.py\): load [\d.]+ GB", out)
+    assert "Loading pipeline components" not in done.stderr and not (tmp_path / "runs" / "x").exists()
+
+
+def test_a_dry_run_refuses_what_a_run_would_refuse_in_one_line(tmp_path):
+    missing = subprocess.run([sys.executable, "-m", "trainer.run", "--dry-run", "--model", str(tmp_path / "none")],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
+        f"error: model folder {tmp_path / 'none'} does not exist")
+    # a launch of 2 processes whose 3 samples cannot split
+    split = subprocess.run(LAUNCH + small_run(tmp_path, group_size=3, prompts_per_iter=1, updates_per_iter=1)
+                           + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert split.returncode != 0 and "error: 3 samples per iteration do not split into 2 processes" in split.stderr
+    done = subprocess.run(LAUNCH + small_run(tmp_path, group_size=4, prompts_per_iter=1) + ["--dry-run"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("every check passed") == 1  # printed by the main process
+    assert "processes: 2 (ddp)" in done.stdout and "4 = 1 prompts × 4; 2 per process" in done.stdout
+
+
+def documented_launches() -> list[tuple[str, list[str]]]:
+    """``(accelerate config, trainer flags)`` of every ``accelerate launch --config_file`` line in the docs."""
+    found = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for body in re.findall(r"^```bash\n(.*?)^```", page.read_text(), flags=re.S | re.M):
+            for line in re.sub(r"\\\n\s*", " ", body).splitlines():
+                words = shlex.split(line.split(" #")[0]) if line.strip().startswith("accelerate launch") else []
+                if "--config_file" in words:
+                    found.append((words[words.index("--config_file") + 1], words[words.index("trainer.run") + 1:]))
+    return found
+
+
+def test_every_documented_launch_line_splits_at_the_world_size_its_config_declares():
+    launches = documented_launches()
+    assert len(launches) >= 4
+    for config_file, flags in launches:
+        world = yaml.safe_load((REPO / config_file).read_text())["num_processes"]
+        # files that only exist on the user's machine are left out; everything else is checked as given
+        kept, skip = [], False
+        for word in flags:
+            if skip:
+                skip = False
+                continue
+            if word in ("--prompts", "--eval-prompts", "--model", "--run-dir"):
+                skip = True
+                continue
+            kept.append(word)
+        cfg = parse_config(kept)
+        problem = split_problem(cfg.group_size * cfg.prompts_per_iter, world, cfg.updates_per_iter)
+        assert problem is None, f"{config_file} with {' '.join(flags)}: {problem}"
