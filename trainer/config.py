@@ -20,6 +20,8 @@ from mixgrpo.algorithm.steps import ODE_SOLVERS
 from mixgrpo.cli import add_debug_flag
 from mixgrpo.errors import MixGRPOError
 from mixgrpo.rewards.registry import parse_reward_options
+
+SHARDINGS = ("ddp", "fsdp", "hsdp")
 from mixgrpo.algorithm.windows import strategy_names
 
 
@@ -172,9 +174,11 @@ class TrainConfig:
                                           "models/diffusion_models)", type=str, unset="no copy")
     sharding: str | None = _f(None, "how several processes share the transformer: ddp (each holds it whole; "
                                     "gradients averaged by DistributedDataParallel) | fsdp (FSDP2: each holds 1/N of "
-                                    "every weight, gradient and optimizer state)", type=str, choices=("ddp", "fsdp"),
-                              unset="fsdp under an accelerate FSDP config, else ddp")
-    fsdp_offload: bool = _f(False, "FSDP2: keep the shards of weights, gradients and optimizer states in CPU memory")
+                                    "every weight, gradient and optimizer state) | hsdp (FSDP2 sharded within each "
+                                    "node, replicated across nodes)", type=str, choices=SHARDINGS,
+                              unset="fsdp under an accelerate FSDP config (hsdp with HYBRID_SHARD), else ddp")
+    fsdp_offload: bool = _f(False, "FSDP2 / HSDP: keep the shards of weights, gradients and optimizer states in CPU "
+                                   "memory")
     seed: int = _f(0, "seed of prompts, noise, windows and LoRA init")
     device: str = _f("auto", "auto | cpu | cuda | cuda:<index>")
 

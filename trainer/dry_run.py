@@ -17,6 +17,7 @@ per process by ``trainer/memory_plan.py``.
 from __future__ import annotations
 
 import math
+import os
 
 from mixgrpo.run_folder import RunFolder
 
@@ -28,7 +29,7 @@ GB = 1e9
 def memory_setting(cfg: TrainConfig, sharding: str, offload: bool) -> str:
     """The row of :mod:`trainer.memory_plan`'s table this run is."""
     if not cfg.full_finetune:
-        return "LoRA, FSDP2" if sharding == "fsdp" else "LoRA, DDP"
+        return "LoRA, FSDP2" if sharding in ("fsdp", "hsdp") else "LoRA, DDP"
     return "full, FSDP2 + CPU offload" if offload else "full, FSDP2"
 
 
@@ -57,7 +58,8 @@ def plan_lines(cfg: TrainConfig, processes, model_path: str, device: str) -> lis
     counted = [n for n in names if n in REWARD_PARAMS]
     frozen_bytes = compute_dtype(cfg.mixed_precision, device).itemsize
     text_tokens = read_settings(model_path).get("max_sequence_length", 512)
-    figures = phases(memory_setting(cfg, processes.sharding, processes.offload), sizes, world, cfg.resolution, micro,
+    shards = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if processes.sharding == "hsdp" else world
+    figures = phases(memory_setting(cfg, processes.sharding, processes.offload), sizes, shards, cfg.resolution, micro,
                      mine, 4 * sum(REWARD_PARAMS[n] for n in counted), frozen_bytes=frozen_bytes,
                      text_tokens=text_tokens, checkpointing=cfg.gradient_checkpointing)
     uncounted = [n for n in names if n not in REWARD_PARAMS]

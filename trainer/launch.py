@@ -21,7 +21,8 @@ def _true(environ, name: str) -> bool:
 
 
 def launch_sharding(environ=os.environ) -> tuple[str | None, bool]:
-    """``("fsdp", offload)`` under an accelerate FSDP launch, ``(None, False)`` otherwise."""
+    """``("fsdp", offload)`` under an accelerate FSDP launch (``"hsdp"`` with ``fsdp_sharding_strategy:
+    HYBRID_SHARD``), ``(None, False)`` otherwise."""
     if _true(environ, "ACCELERATE_USE_DEEPSPEED"):
         raise ConfigError("accelerate launch asked for DeepSpeed, which trainer.run does not use: launch with an "
                           "FSDP2 config (trainer/configs/accelerate/fsdp2.yaml) to shard the model, or a DDP one "
@@ -32,7 +33,8 @@ def launch_sharding(environ=os.environ) -> tuple[str | None, bool]:
     if version != "2":
         raise ConfigError(f"accelerate launch asked for FSDP version {version}; trainer.run shards with FSDP2: set "
                           "fsdp_version: 2 in the accelerate config (see trainer/configs/accelerate/fsdp2.yaml).")
-    return "fsdp", _true(environ, "FSDP_OFFLOAD_PARAMS")
+    hybrid = environ.get("FSDP_SHARDING_STRATEGY", "").upper() in ("HYBRID_SHARD", "4")  # accelerate's name or number
+    return "hsdp" if hybrid else "fsdp", _true(environ, "FSDP_OFFLOAD_PARAMS")
 
 
 def resolve_sharding(requested: str | None, offload: bool, environ=os.environ) -> tuple[str, bool]:
@@ -43,7 +45,7 @@ def resolve_sharding(requested: str | None, offload: bool, environ=os.environ) -
                           "drop the flag or launch without the FSDP config.")
     sharding = requested or launched or "ddp"
     offload = offload or launch_offload
-    if offload and sharding != "fsdp":
+    if offload and sharding not in ("fsdp", "hsdp"):
         raise ConfigError("--fsdp-offload keeps FSDP2's shards in CPU memory; it needs --sharding fsdp.")
     return sharding, offload
 

@@ -27,7 +27,6 @@ import torch
 from mixgrpo.cli import one_line
 from mixgrpo.errors import MixGRPOError
 
-SHARDINGS = ("ddp", "fsdp")
 #: what a collective says when the process at the other end is gone (gloo, NCCL, the TCP store)
 PEER_LOST = re.compile(r"closed by peer|reset by peer|broken pipe|connection refused|NCCL|timed? ?out|"
                        r"ProcessGroup|Socket|TCPStore|\bstore\b", flags=re.IGNORECASE)
@@ -70,8 +69,8 @@ class Processes:
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
         self.is_main = state.is_main_process
         # one process: DDP would wrap nothing, FSDP2 still shards (its CUDA path on one GPU)
-        self.sharding = sharding if self.world > 1 or sharding == "fsdp" else "none"
-        if self.sharding == "fsdp" and self.world == 1:
+        self.sharding = sharding if self.world > 1 or sharding in ("fsdp", "hsdp") else "none"
+        if self.sharding in ("fsdp", "hsdp") and self.world == 1:
             self._one_process_group()
         self.offload, self.mixed_precision = offload, mixed_precision
         self.ddp = None      # the DistributedDataParallel wrapper, under DDP
@@ -114,7 +113,7 @@ class Processes:
             self.ddp = DistributedDataParallel(model.transformer, broadcast_buffers=False,
                                                device_ids=[self.device.index] if self.device.type == "cuda" else None)
             model.network = self.ddp
-        elif self.sharding == "fsdp":
+        elif self.sharding in ("fsdp", "hsdp"):
             self.sharded = self._shard(model)
         if self.world > 1:
             here = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.transformer.parameters())
@@ -137,6 +136,8 @@ class Processes:
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
         options = {"offload_policy": CPUOffloadPolicy() if self.offload else OffloadPolicy()}
+        if self.sharding == "hsdp":
+            options["mesh"] = self.hybrid_mesh()
         if self.mixed_precision != "no" and self.device.type == "cuda":
             dtype = torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16
             options["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
@@ -147,6 +148,22 @@ class Processes:
                 fully_shard(block, **options)
             fully_shard(model.reference_network, **options)
         return fully_shard(model.transformer, **options)
+
+    def hybrid_mesh(self):
+        """HSDP's 2-D mesh: ``(nodes, processes per node)``, named ``("replicate", "shard")``. Each weight is
+        sharded over the processes of a node and replicated across nodes, so gathers stay inside a node and
+        only the reduced gradients cross between nodes. Processes per node: the launch's ``LOCAL_WORLD_SIZE``."""
+        import os
+
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from .config import ConfigError
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        if self.world % local:
+            raise ConfigError(f"--sharding hsdp needs the same number of processes on every node; {self.world} "
+                              f"processes do not split into nodes of {local}.")
+        return init_device_mesh(self.device.type, (self.world // local, local), mesh_dim_names=("replicate", "shard"))
 
     def gradient_sync(self, enabled: bool):
         """A context for one backward pass: synchronise gradients only when ``enabled`` (the last of a step)."""

@@ -90,6 +90,9 @@ def test_what_an_accelerate_launch_asks_for_is_honoured_or_refused_in_one_line()
     assert launch_sharding({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == ("fsdp", False)
     assert launch_sharding({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_OFFLOAD_PARAMS": "true"}) \
         == ("fsdp", True)
+    assert launch_sharding({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
+                            "FSDP_SHARDING_STRATEGY": "HYBRID_SHARD"}) == ("hsdp", False)
+    assert resolve_sharding("hsdp", True, {}) == ("hsdp", True)
     with pytest.raises(ConfigError, match="FSDP version 1; trainer.run shards with FSDP2: set fsdp_version: 2"):
         launch_sharding({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"})
     with pytest.raises(ConfigError, match="asked for DeepSpeed, which trainer.run does not use"):

@@ -237,3 +237,34 @@ def test_a_run_folder_the_nodes_do_not_share_is_one_line_before_anything_loads(t
     assert line in first.stderr and line in err
     assert "Loading pipeline components" not in first.stderr + err  # nothing was loaded
     assert not (here[0] / "runs" / "run").exists() and not (here[1] / "runs").exists()
+
+
+def test_hsdp_on_two_nodes_of_two_shards_within_a_node_and_equals_one_process(tmp_path):
+    """``--sharding hsdp``: two launches of two processes (``--num_machines 2``) on 127.0.0.1; each weight is
+    sharded over a node's two processes and replicated across the nodes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    flags = small_run(tmp_path, iterations=1, prompts_per_iter=1, group_size=4, updates_per_iter=1,
+                      checkpoint_every=1) + ["--full-finetune", "--learning-rate", "1e-4"]
+    main(flags + ["--name", "one"])
+    node = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4",
+            "--num_machines", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+            "--mixed_precision", "no", "--dynamo_backend", "no"]
+    run = ["-m", "trainer.run", *flags, "--sharding", "hsdp", "--name", "hsdp"]
+    second = subprocess.Popen(node + ["--machine_rank", "1"] + run, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    first = subprocess.run(node + ["--machine_rank", "0"] + run, cwd=REPO, capture_output=True, text=True, timeout=600)
+    out, err = second.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr[-2000:], err[-2000:])
+    holds = re.findall(r"process (\d) of 4 \((\w+)\) holds (\d+) of (\d+) transformer weights", first.stdout + out)
+    assert sorted(rank for rank, *_ in holds) == ["0", "1", "2", "3"] and {kind for _, kind, *_ in holds} == {"hsdp"}
+    assert all(0.45 < int(here) / int(total) < 0.55 for _, _, here, total in holds)  # half a model: a node's share
+    (one,), (hsdp,) = run_metrics(tmp_path / "runs" / "one"), run_metrics(tmp_path / "runs" / "hsdp")
+    assert (hsdp["world_size"], hsdp["sharding"]) == (4, "hsdp")
+    assert one["reward_mean"] == pytest.approx(hsdp["reward_mean"], abs=1e-6)
+    assert one["grad_norm"] == pytest.approx(hsdp["grad_norm"], rel=1e-5)
+    weights = Path("transformer") / "diffusion_pytorch_model.safetensors"
+    assert max_difference(tmp_path / "runs" / "one" / weights, tmp_path / "runs" / "hsdp" / weights) <= 5e-6

@@ -49,6 +49,18 @@ def test_a_dry_run_refuses_what_a_run_would_refuse_in_one_line(tmp_path):
     assert "processes: 2 (ddp)" in done.stdout and "4 = 1 prompts × 4; 2 per process" in done.stdout
 
 
+def test_an_accelerate_config_with_hybrid_sharding_asks_for_hsdp(tmp_path):
+    config = tmp_path / "hsdp.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nmixed_precision: 'no'\n"
+                      "num_machines: 1\nnum_processes: 2\nfsdp_config:\n  fsdp_version: 2\n"
+                      "  fsdp_sharding_strategy: HYBRID_SHARD\n")
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                           "-m", "trainer.run", *small_run(tmp_path, group_size=4, prompts_per_iter=1), "--dry-run"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "processes: 2 (hsdp)" in done.stdout
+
+
 def documented_launches() -> list[tuple[str, list[str]]]:
     """``(accelerate config, trainer flags)`` of every ``accelerate launch --config_file`` line in the docs."""
     found = []
