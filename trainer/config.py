@@ -179,6 +179,10 @@ class TrainConfig:
                               unset="fsdp under an accelerate FSDP config (hsdp with HYBRID_SHARD), else ddp")
     fsdp_offload: bool = _f(False, "FSDP2 / HSDP: keep the shards of weights, gradients and optimizer states in CPU "
                                    "memory")
+    stop_grace: float | None = _f(None, "seconds between a scheduler's stop signal and its kill (SLURM --signal lead "
+                                        "time; torchrun: 30): a signal then abandons the iteration in flight before its "
+                                        "update when it and a checkpoint would not fit, and checkpoints its start",
+                                  POSITIVE, type=float, unset="finish the iteration in flight, then checkpoint")
     seed: int = _f(0, "seed of prompts, noise, windows and LoRA init")
     device: str = _f("auto", "auto | cpu | cuda | cuda:<index>")
 

@@ -75,7 +75,7 @@ def dry_run(cfg: TrainConfig, folder: RunFolder) -> dict:
     """Check what needs no weights, print the plan on the main process, load nothing; returns the plan's lines."""
     from mixgrpo.models.loader import check_model_folder
 
-    from .iteration import open_processes
+    from .processes import open_processes
     from .loop import agree_on_run_folder, resolve_device, resolve_model_path
 
     processes = open_processes(cfg)

@@ -37,9 +37,9 @@ from mixgrpo.rewards import RewardSet, weighted_mean
 
 from .config import TrainConfig
 from .data import PromptSampler
-from .launch import resolve_sharding
 from .phases import phase
-from .processes import Processes
+from .processes import Processes, open_processes
+from .signals import IterationAbandoned
 
 
 class Trainer:
@@ -66,6 +66,8 @@ class Trainer:
         self.processes.prepare(model, config.full_finetune)  # DDP or FSDP2 (FSDP2 replaces the parameters by their shards)
         model.autocast_dtype = autocast_dtype(config.mixed_precision, model.device)
         self.compile_clock = CompileClock().start() if config.compile else None
+        #: called with the iteration's seconds so far at its safe points (before the update): may abandon it
+        self.stop_point = None
         self.params = params if self.processes.sharded is None else \
             [p for p in model.transformer.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -100,14 +102,14 @@ class Trainer:
     def next_iteration(self, iteration: int) -> dict:
         """Iteration ``iteration`` on the next prompts; its row joins :attr:`history`.
 
-        A run stopped inside it (:class:`TrainingStopped`) gives the prompts back, so the
-        checkpoint written then makes a resumed run repeat this iteration.
+        A run stopped inside it (:class:`TrainingStopped`, or a stop request abandoning it at a safe
+        point) gives the prompts back, so the checkpoint written then makes a resumed run repeat it.
         """
         cursor = self.sampler.cursor
         try:
             with self.processes.guard():
                 record = self.iteration(iteration, self.sampler.take(self.cfg.prompts_per_iter))
-        except TrainingStopped:
+        except (TrainingStopped, IterationAbandoned):
             self.sampler.cursor = cursor
             raise
         self.history.append(record)
@@ -203,6 +205,7 @@ class Trainer:
         with phase("rollout", model.device):
             rollout = self.rollout_members(plan, noise, cond, mine, n, iteration)
         rollout_s = time.perf_counter() - started
+        self.safe_point(started)
 
         texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
         with torch.no_grad(), phase("decode", model.device):
@@ -216,6 +219,7 @@ class Trainer:
         self.check_failures(failed, iteration)
         reward_s = time.perf_counter() - started - rollout_s
 
+        self.safe_point(started)
         my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
         # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
         with phase("update", model.device):
@@ -234,6 +238,11 @@ class Trainer:
                 "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
                 "update_s": time.perf_counter() - started - rollout_s - reward_s,
                 "seconds": time.perf_counter() - started, **stats, **gpu, **compiled}
+
+    def safe_point(self, started: float) -> None:
+        """A point where the iteration can be dropped (no weight changed yet): :attr:`stop_point` decides."""
+        if self.stop_point is not None:
+            self.stop_point(time.perf_counter() - started)
 
     def check_failures(self, failed: torch.Tensor, iteration: int) -> None:
         """Warn about samples whose reward failed; stop after ``max_failed_iterations`` wholly failed iterations.
@@ -362,13 +371,6 @@ class Trainer:
                 "clip_fraction": sum(clip_fractions) / max(1, len(clip_fractions)),
                 "kl": sum(kls) / max(1, len(kls)), "grad_norm": max(norms) if norms else 0.0,
                 "updates": len(norms)}
-
-
-def open_processes(config: TrainConfig) -> Processes:
-    """This process among the launch's, its engine, and the sample split checked (before any model loads)."""
-    processes = Processes(*resolve_sharding(config.sharding, config.fsdp_offload), config.mixed_precision)
-    processes.check_split(config.group_size * config.prompts_per_iter, config.updates_per_iter)
-    return processes
 
 
 def rollout_runs(members: range, groups: int, n: int) -> list[tuple[list[int], int]]:

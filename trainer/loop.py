@@ -8,6 +8,8 @@ evaluates and writes files; all of them train, checkpoint at the same iterations
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 
 import torch
 
@@ -17,7 +19,8 @@ from mixgrpo.evaluation import Evaluation, paired_rise, sample_images
 from mixgrpo.run_folder import RunFolder, grid_tag
 
 from .config import TrainConfig, config_dict
-from .iteration import Trainer, open_processes
+from .iteration import Trainer
+from .processes import open_processes
 from .threads import fit_threads_to_cpu_quota
 
 
@@ -143,7 +146,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     from .data import evaluation_prompts
     from .phases import phase
     from .progress import RunProgress
-    from .signals import StopRequest
+    from .signals import IterationAbandoned, StopRequest
 
     # -- build; a new run's folder appears only once everything loaded (a failed start leaves nothing)
     eval_prompts = evaluation_prompts(cfg.eval_prompts)
@@ -181,8 +184,11 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
                                                   "seconds": round(progress.evaluation_seconds[-1], 3)})
         return result
 
+    timing = {"checkpoint_s": 0.0}
+
     def checkpoint(done: int) -> None:
         """Every process calls it: under FSDP2 each writes its own shards, else the main one writes all."""
+        started = time.perf_counter()
         state = trainer.state_dict(done) | {"evaluations": evaluations}
         if sharded:
             save_sharded_checkpoint(folder.path, done, trainer.model.transformer, trainer.optimizer, state, processes,
@@ -191,6 +197,12 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
             weights, optimizer = trainer.checkpoint_tensors()
             if main_process:
                 save_checkpoint(folder.path, done, weights, optimizer, state, keep=cfg.keep_checkpoints)
+        timing["checkpoint_s"] = time.perf_counter() - started
+
+    def rest_of_iteration(elapsed: float) -> float:
+        """Seconds the iteration in flight still needs, with a checkpoint: from the mean so far (none yet: ∞)."""
+        seconds = [h["seconds"] for h in trainer.history]
+        return sum(seconds) / len(seconds) - elapsed + timing["checkpoint_s"] if seconds else math.inf
 
     # -- iterate
     metrics = folder.metrics_writer() if main_process else None
@@ -198,6 +210,9 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
         with progress:
             before = held_out(0) if start == 0 else None
             with StopRequest() as stop:
+                if cfg.stop_grace is not None:
+                    trainer.stop_point = lambda elapsed: stop.safe_point(processes, rest_of_iteration(elapsed),
+                                                                         cfg.stop_grace)
                 for iteration in range(start, cfg.iterations):
                     try:
                         record = trainer.next_iteration(iteration)
@@ -205,6 +220,12 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
                         checkpoint(iteration)
                         raise TrainingStopped(f"{error} Checkpoint written at iteration {iteration}; resume with: "
                                               f"python -m trainer.run --resume {folder.path}") from None
+                    except IterationAbandoned as abandoned:  # its start is checkpointed: a resumed run repeats it
+                        checkpoint(iteration)
+                        progress.close()
+                        processes.barrier()
+                        raise stop.exit(abandoned.signum, iteration, folder.path, announce=main_process,
+                                        abandoned=True) from None
                     done = iteration + 1
                     if main_process:
                         log_iteration(record, metrics, writer)

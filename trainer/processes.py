@@ -245,3 +245,13 @@ class Processes:
         with self.guard():
             return get_model_state_dict(module, options=StateDictOptions(
                 full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only))
+
+
+def open_processes(config) -> Processes:
+    """This process among the launch's (a :class:`~trainer.config.TrainConfig`'s sharding, offload and
+    precision), with the sample split checked: before any model loads."""
+    from .launch import resolve_sharding
+
+    processes = Processes(*resolve_sharding(config.sharding, config.fsdp_offload), config.mixed_precision)
+    processes.check_split(config.group_size * config.prompts_per_iter, config.updates_per_iter)
+    return processes

@@ -13,6 +13,14 @@ second signal within :data:`SAME_REQUEST_S` of the first counts as the same requ
 Under several processes each rank may see the signal at another time, or only one rank may see it:
 the ranks agree with one collective after every iteration (:meth:`StopRequest.agreed`), so all of
 them stop at the same iteration and none waits for a peer that left.
+
+**A grace period** (``--stop-grace S``): a scheduler that pre-empts a job sends SIGTERM and kills it
+``S`` seconds later (SLURM: the lead time of ``--signal``; ``torchrun`` and ``accelerate launch``: 30 s
+after forwarding it). When the rest of the iteration in flight plus a checkpoint would not fit in what
+is left of ``S``, the iteration is abandoned at its next safe point, before its update changes any
+weight, and the checkpoint is of its start: the resumed run repeats it and still equals the
+uninterrupted one. The rest is estimated from the mean of the iterations so far and the last
+checkpoint's seconds (unknown before the first: abandon). The ranks agree at each safe point.
 """
 
 from __future__ import annotations
@@ -28,6 +36,14 @@ SAME_REQUEST_S = 2.0
 
 class RunInterrupted(SystemExit):
     """The run stopped on a signal after its checkpoint; the exit status is 128 + the signal."""
+
+
+class IterationAbandoned(Exception):
+    """The iteration in flight was dropped at a safe point: the stop request's grace period leaves no time for it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class StopRequest:
@@ -62,10 +78,20 @@ class StopRequest:
         """The signal every rank stops on (the largest any rank received), or None to go on."""
         return processes.max_int(self.signum or 0) or None
 
+    def safe_point(self, processes, rest_s: float, grace_s: float) -> None:
+        """Inside an iteration, before its update (every rank calls it): raise :class:`IterationAbandoned`
+        when a stop was requested and ``rest_s`` (the rest of the iteration and a checkpoint) would not
+        finish within what is left of ``grace_s`` since the signal."""
+        late = self.signum is not None and rest_s > grace_s - (time.monotonic() - self.received_at)
+        signum = processes.max_int(self.signum if late else 0)
+        if signum:
+            raise IterationAbandoned(signum)
+
     @staticmethod
-    def exit(signum: int, iteration: int, run_dir, announce: bool = True) -> RunInterrupted:
+    def exit(signum: int, iteration: int, run_dir, announce: bool = True, abandoned: bool = False) -> RunInterrupted:
         """The exception that ends the run, after saying (once, on the main process) how to resume it."""
         if announce:
-            print(f"interrupted at iteration {iteration}; resume with: python -m trainer.run --resume {run_dir}",
-                  file=sys.stderr, flush=True)
+            dropped = f" (iteration {iteration + 1} dropped before its update: --stop-grace)" if abandoned else ""
+            print(f"interrupted at iteration {iteration}{dropped}; resume with: python -m trainer.run --resume "
+                  f"{run_dir}", file=sys.stderr, flush=True)
         return RunInterrupted(128 + signum)

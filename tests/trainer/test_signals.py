@@ -63,6 +63,46 @@ def test_signal_checkpoints_and_resume_equals_the_straight_run(tmp_path, straigh
     assert_same_run(straight, run, 4)
 
 
+def test_a_grace_period_too_short_abandons_the_iteration_in_flight_and_checkpoints_its_start(tmp_path, straight):
+    """``--stop-grace``: the signal lands in iteration 2's rollout; what is left of the grace cannot hold the
+    rest of it, so it is dropped before its update and the checkpoint is iteration 1's; the resume repeats it."""
+    run = tmp_path / "runs" / "stopped"
+    process = subprocess.Popen([sys.executable, "-m", "trainer.run", *_flags(tmp_path), "--name", "stopped",
+                                "--stop-grace", "0.01"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    _wait_for_rows(run, 1, process)
+    time.sleep(0.05)  # iteration 2 has begun its rollout (an iteration takes about a second here)
+    process.send_signal(signal.SIGTERM)
+    err = process.communicate(timeout=300)[1]
+    assert process.returncode == 143, err[-2000:]
+    said = [line for line in err.splitlines() if line.startswith("interrupted at iteration ")]
+    assert said == ["interrupted at iteration 1 (iteration 2 dropped before its update: --stop-grace); resume with: "
+                    f"python -m trainer.run --resume {run}"], err[-2000:]
+    assert json.loads((run / "checkpoints" / "iter-000001" / "state.json").read_text())["iteration"] == 1
+    assert len(run_metrics(run)) == 1
+    main(["--resume", str(run)])
+    assert_same_run(straight, run, 4)
+
+
+def test_a_signalled_launcher_leaves_a_checkpoint_the_run_resumes_from(tmp_path, straight):
+    """SIGTERM to ``accelerate launch`` itself (as a scheduler pre-empting the job does): it forwards the
+    signal to both workers, which agree on an iteration, checkpoint it and exit before its kill."""
+    run = tmp_path / "runs" / "two"
+    launcher = subprocess.Popen([*LAUNCH, "-m", "trainer.run", *_flags(tmp_path), "--name", "two"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_rows(run, 1, launcher)
+    launcher.send_signal(signal.SIGTERM)
+    err = launcher.communicate(timeout=300)[1]
+    assert launcher.returncode != 0
+    said = [line for line in err.splitlines() if line.startswith("interrupted at iteration ")]
+    assert len(said) == 1, err[-3000:]
+    stopped_at = int(said[0].split()[3].rstrip(";"))
+    assert json.loads((run / "checkpoints" / f"iter-{stopped_at:06d}" / "state.json").read_text())["iteration"] \
+        == stopped_at
+    main(["--resume", str(run)])  # on one process
+    assert [r["world_size"] for r in run_metrics(run)] == [2] * stopped_at + [1] * (4 - stopped_at)
+
+
 def test_a_second_signal_exits_at_once_and_a_forwarded_one_does_not():
     code = textwrap.dedent("""
         import os, signal, time
