@@ -37,7 +37,7 @@ def resolve_device(cfg: TrainConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(cfg: TrainConfig, device: str = "cpu"):
+def load_model(cfg: TrainConfig, device: str = "cpu", transformer_on_meta: bool = False):
     """The config's model as an adapter, its parts in the dtypes of :mod:`mixgrpo.models.gpu`: frozen weights
     in the compute dtype, a full fine-tune's transformer in float32; its guidance scale when ``cfg_scale`` is
     set, else the model's own."""
@@ -47,7 +47,8 @@ def load_model(cfg: TrainConfig, device: str = "cpu"):
     guidance = {} if cfg.cfg_scale is None else {"cfg_scale": cfg.cfg_scale}
     return load_flow_model(resolve_model_path(cfg.model), dtype=compute_dtype(cfg.mixed_precision, device),
                            device=device, transformer_dtype=torch.float32 if cfg.full_finetune else None,
-                           quantize_timesteps=cfg.quantize_timesteps, **guidance)
+                           transformer_on_meta=transformer_on_meta, quantize_timesteps=cfg.quantize_timesteps,
+                           **guidance)
 
 
 def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Trainer:
@@ -72,7 +73,7 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Tra
     prompts = training_prompts(cfg.prompts)
     with phase("load", device):
         rewards = load_rewards(cfg.reward, options=cfg.reward_options, device=device)
-        model = load_model(cfg, device)
+        model = load_model(cfg, device, transformer_on_meta=processes.loads_on_main_only and not processes.is_main)
     torch.manual_seed(cfg.seed)
     if cfg.full_finetune:
         if cfg.kl_beta > 0:

@@ -14,7 +14,8 @@ full, FSDP2        4P/N                 4P/N        8P/N          2·2B + 4B (on
 full + offload     0 (CPU: 16P/N)       0           0             2·2B + 4B
 =================  ===================  ==========  ============  ==========================
 
-Phases: **load** (the whole transformer on every process before sharding, the VAE, the reward
+Phases: **load** (on the main process, which reads the whole transformer before sharding and
+broadcasts the shards, the VAE, the reward
 models, the text encoders until the prompts are encoded), **decode** (``4·C₀·side²·f`` bytes per
 image, in chunks of at most half the free memory), **update** (weights, AdamW, gradients, transient,
 one transition's activations ``micro_batch·(blocks·S·h·2 + 34·S·h)`` with gradient checkpointing,

@@ -32,6 +32,15 @@ PEER_LOST = re.compile(r"closed by peer|reset by peer|broken pipe|connection ref
                        r"ProcessGroup|Socket|TCPStore|\bstore\b", flags=re.IGNORECASE)
 
 
+def peak_host_memory_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kilobytes, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 def split_problem(samples: int, world: int, updates: int) -> str | None:
     """Why ``samples`` per iteration cannot be split into ``world`` processes × ``updates`` updates, or None."""
     if samples % (world * updates) == 0:
@@ -119,7 +128,7 @@ class Processes:
             here = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.transformer.parameters())
             total = sum(p.numel() for p in model.transformer.parameters())
             print(f"process {self.rank} of {self.world} ({self.sharding}) holds {here} of {total} transformer "
-                  "weights", flush=True)
+                  f"weights; peak host memory {peak_host_memory_mb():.0f} MB", flush=True)
 
     @staticmethod
     def _one_process_group() -> None:
@@ -141,13 +150,34 @@ class Processes:
         if self.mixed_precision != "no" and self.device.type == "cuda":
             dtype = torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16
             options["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-        for block in model.shard_units():
-            fully_shard(block, **options)
-        if model.reference_network is not None:  # the frozen KL reference, sharded alike
-            for block in model.shard_units(model.reference_network):
+        modules = [model.transformer] + ([model.reference_network] if model.reference_network is not None else [])
+        # the main process read the weights; the others hold the transformer on the meta device
+        whole = [module.state_dict() if self.is_main else {} for module in modules]
+        for module in modules:  # the frozen KL reference is sharded alike
+            for block in model.shard_units(module):
                 fully_shard(block, **options)
-            fully_shard(model.reference_network, **options)
-        return fully_shard(model.transformer, **options)
+            fully_shard(module, **options)
+        self.receive_weights(modules, whole)
+        return model.transformer
+
+    @property
+    def loads_on_main_only(self) -> bool:
+        """Whether only the main process reads the transformer's weights (FSDP2 / HSDP with several processes)."""
+        return self.sharding in ("fsdp", "hsdp") and self.world > 1
+
+    def receive_weights(self, modules: list, whole: list[dict]) -> None:
+        """Each process's shards of the main process's whole weights: the other processes allocate their shards
+        (they were on the meta device) and every shard is filled from the main process's broadcast."""
+        if not self.loads_on_main_only:
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        for module, weights in zip(modules, whole):
+            if not self.is_main:
+                module.to_empty(device="cpu" if self.offload else self.device)
+            with self.guard():
+                set_model_state_dict(module, weights, options=StateDictOptions(full_state_dict=True,
+                                                                               broadcast_from_rank0=True))
 
     def hybrid_mesh(self):
         """HSDP's 2-D mesh: ``(nodes, processes per node)``, named ``("replicate", "shard")``. Each weight is

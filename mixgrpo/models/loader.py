@@ -46,12 +46,15 @@ def check_model_folder(path: str | Path) -> dict:
 
 
 def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                    transformer_dtype: torch.dtype | None = None, **adapter_options) -> FlowModelAdapter:
+                    transformer_dtype: torch.dtype | None = None, transformer_on_meta: bool = False,
+                    **adapter_options) -> FlowModelAdapter:
     """Load the pipeline at ``path`` and wrap it; clear errors for missing or unsupported folders.
 
     Every component loads in ``dtype``, the transformer in ``transformer_dtype`` when given (a full
     fine-tune keeps its trained weights in float32 while the frozen parts compute in bf16), each
-    straight from its files in that dtype.
+    straight from its files in that dtype. ``transformer_on_meta``: the transformer is built from its
+    config on the meta device, no weight read (a sharded run's other processes, which receive their
+    shards from the main process once the model is sharded).
     """
     index = check_model_folder(path)
     kind, pipeline_class = SUPPORTED[index["_class_name"]], index["_class_name"]
@@ -64,13 +67,20 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     import diffusers
 
     components = {}
-    if transformer_dtype is not None and transformer_dtype != dtype:
-        transformer_class = getattr(diffusers, index["transformer"][1])
+    transformer_class = getattr(diffusers, index["transformer"][1])
+    if transformer_on_meta:
+        with torch.device("meta"):
+            components["transformer"] = transformer_class.from_config(transformer_class.load_config(
+                str(Path(path) / "transformer"))).to(transformer_dtype or dtype)
+    elif transformer_dtype is not None and transformer_dtype != dtype:
         components["transformer"] = transformer_class.from_pretrained(str(path), subfolder="transformer",
                                                                       torch_dtype=transformer_dtype)
     pipeline = getattr(diffusers, pipeline_class).from_pretrained(str(path), torch_dtype=dtype, **components)
+    for component in pipeline.components.values():  # a transformer on the meta device stays there
+        if isinstance(component, torch.nn.Module) and not (transformer_on_meta and component is pipeline.transformer):
+            component.to(device)
     if kind == "flux":
         from .flux import FluxAdapter
-        return FluxAdapter(pipeline.to(device), **adapter_options)
+        return FluxAdapter(pipeline, **adapter_options)
     from .sd3 import SD3Adapter
-    return SD3Adapter(pipeline.to(device), **adapter_options)
+    return SD3Adapter(pipeline, **adapter_options)

@@ -32,7 +32,7 @@ def test_which_settings_fit_and_which_phase_sets_the_peak(sizes):
     assert not rows[("full, one process", 1, 512)]["fits_80gb"]  # ~250 GB unsharded with AdamW
     eight = rows[("full, FSDP2", 8, 512)]
     assert eight["fits_80gb"] and eight["adamw"] == pytest.approx(8 * sizes["params"] / 8 / 1e9)
-    assert eight["load"] > 4 * sizes["params"] / 1e9  # every process loads the whole fp32 transformer first
+    assert eight["load"] > 4 * sizes["params"] / 1e9  # the main process reads the whole fp32 transformer first
     assert eight["temporaries"] == pytest.approx(eight["gradients"])  # AdamW's √v buffer: 4 bytes per shard
     assert memory_plan.activations(720, 1) > memory_plan.activations(512, 1)
     assert memory_plan.decode_per_image(720) == 4 * 128 * 720 * 720 * 2

@@ -268,3 +268,22 @@ def test_hsdp_on_two_nodes_of_two_shards_within_a_node_and_equals_one_process(tm
     assert one["grad_norm"] == pytest.approx(hsdp["grad_norm"], rel=1e-5)
     weights = Path("transformer") / "diffusion_pytorch_model.safetensors"
     assert max_difference(tmp_path / "runs" / "one" / weights, tmp_path / "runs" / "hsdp" / weights) <= 5e-6
+
+
+def test_under_fsdp2_only_the_main_process_reads_the_weights(tmp_path):
+    """A FLUX-layout model widened to 546 MB: process 1 builds it on the meta device and receives its half from
+    process 0 once sharded, so its peak host memory stays far below process 0's, which read the whole model.
+    (Every FSDP2 test here runs this way and equals one process that loaded everything.)"""
+    from mixgrpo.models.tiny import TinyConfig, build_tiny_flux
+
+    wide = tmp_path / "wide"
+    build_tiny_flux(wide, TinyConfig(hidden=1024, heads=8, double_blocks=2, single_blocks=4))
+    (tmp_path / "eval.txt").write_text("a red circle\n")
+    out = launch(small_run(tmp_path, iterations=1, prompts_per_iter=1, group_size=4, updates_per_iter=1, eval_seeds=1,
+                           eval_prompts=tmp_path / "eval.txt") + ["--model", str(wide), "--sharding", "fsdp"])
+    lines = re.findall(r"process (\d) of 2 \(fsdp\) holds (\d+) of (\d+) transformer weights; peak host memory "
+                       r"(\d+) MB", out)
+    peak = {int(rank): int(mb) for rank, _, _, mb in lines}
+    model_mb = int(lines[0][2]) * 4 / 2**20
+    assert sorted(peak) == [0, 1] and model_mb > 500
+    assert peak[0] - peak[1] > 0.3 * model_mb, (peak, model_mb)
