@@ -133,30 +133,50 @@ def _warn(message: str) -> None:
 
 
 def read_latest_checkpoint(run_dir: Path, params: dict[str, torch.Tensor], optimizer, warn=_warn,
-                           restore=None) -> dict | None:
+                           restore=None, gather=lambda local: [local]) -> dict | None:
     """The newest checkpoint of ``run_dir`` that reads whole (None when the run has none).
 
     Each damaged one is reported through ``warn`` and skipped; when every one is damaged, a
     :class:`CheckpointDamaged` lists them all. With ``restore`` (``content → run state``) each
     candidate is also restored, and one that fails to (a sharded checkpoint's shard file cut short,
     found only as it is read) counts as damaged too: the older one then overwrites all it wrote.
+
+    Several processes agree through ``gather`` (``local → [every process's local]``, rank order; every
+    process calls it): they try the main process's list of checkpoints, newest first, and a candidate
+    is taken only when it read on every process (then restored, and checked again); one that any
+    process could not read is skipped by all, so all resume from the same iteration.
     """
-    folders = RunFolder(run_dir).checkpoint_dirs()
+    run = RunFolder(run_dir)
+    folders = [run.checkpoints / name for name in gather([f.name for f in run.checkpoint_dirs()])[0]]
     problems = []
     for folder in reversed(folders):
-        try:
-            content = read_checkpoint(folder, params, optimizer)
-            if restore is not None:
-                content["state"] = restore(content)
-        except CheckpointDamaged as error:
-            problems.append(str(error))
-            warn(f"warning: checkpoint {folder} is damaged ({error}); trying the previous one.")
+        content = _agreed(gather, lambda: read_checkpoint(folder, params, optimizer))
+        if isinstance(content, dict) and restore is not None:
+            content = _agreed(gather, lambda: content | {"state": restore(content)})
+        if not isinstance(content, dict):
+            problems.append(content)
+            warn(f"warning: checkpoint {folder} is damaged ({content}); trying the previous one.")
             continue
         return content | {"path": folder}
     if problems:
         raise CheckpointDamaged(f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(problems)}. "
                                 f"Start a new run, or restore a good copy of one of these folders.")
     return None
+
+
+def _agreed(gather, attempt) -> dict | str:
+    """``attempt()``'s result when it succeeded on every process, else what went wrong (the first process's
+    :class:`CheckpointDamaged`, with its rank when there are several processes)."""
+    try:
+        result, problem = attempt(), None
+    except CheckpointDamaged as error:
+        result, problem = None, str(error)
+    problems = gather(problem)
+    failed = [(rank, why) for rank, why in enumerate(problems) if why is not None]
+    if not failed:
+        return result
+    rank, why = failed[0]
+    return why if len(problems) == 1 else f"on process {rank}: {why}"
 
 
 def restore_checkpoint(content: dict, module: torch.nn.Module, optimizer) -> dict:

@@ -164,7 +164,9 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     start, evaluations = 0, []
     saved = read_latest_checkpoint(folder.path, trainer.named_params, trainer.optimizer,
                                    restore=lambda content: restore_checkpoint(content, trainer.model.transformer,
-                                                                              trainer.optimizer)) if cfg.resume else None
+                                                                              trainer.optimizer),
+                                   gather=processes.gather_objects,  # every process resumes the same checkpoint
+                                   **({} if main_process else {"warn": lambda message: None})) if cfg.resume else None
     if saved is not None:
         state = saved["state"]
         start, evaluations = trainer.load_state_dict(state), state.get("evaluations", [])

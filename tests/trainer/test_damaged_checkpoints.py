@@ -90,3 +90,48 @@ def test_resume_past_a_truncated_checkpoint_equals_the_straight_run(tmp_path, ca
     assert f"warning: checkpoint {run / 'checkpoints' / 'iter-000004'} is damaged" in said.err
     assert f"resumed {run} at iteration 2 from iter-000002" in said.out
     assert_same_run(tmp_path / "runs" / "straight", run, 4)
+
+
+AGREE = '''
+import sys
+from pathlib import Path
+
+import torch
+
+from trainer.checkpoint import read_latest_checkpoint
+from trainer.processes import Processes
+
+processes = Processes()
+params = {"a.weight": torch.nn.Parameter(torch.zeros(4, 3)), "b.bias": torch.nn.Parameter(torch.zeros(5))}
+optimizer = torch.optim.AdamW(params.values(), lr=1e-3)
+said = []  # each process's own file: the two processes' printed lines could interleave
+content = read_latest_checkpoint(Path(sys.argv[1 + processes.rank]), params, optimizer, gather=processes.gather_objects,
+                                 warn=said.append)
+said.append(f"process {processes.rank} of {processes.world} resumed {content['path'].name}")
+Path(sys.argv[3], f"said-{processes.rank}.txt").write_text("\\n".join(said))
+'''
+
+
+def test_every_process_resumes_the_checkpoint_all_of_them_can_read(tmp_path):
+    """Two real gloo processes, each reading its own copy of the run (two nodes without a shared file system):
+    the main process's newest checkpoint has not reached the other's copy, which has one the main lacks."""
+    import subprocess
+    import sys
+
+    from test_distributed import LAUNCH, REPO
+
+    node0, node1 = tmp_path / "node0", tmp_path / "node1"
+    _run_with_two_checkpoints(node0)
+    _run_with_two_checkpoints(node1)
+    (tmp_path / "agree.py").write_text(AGREE)
+    os.replace(node1 / "checkpoints" / "iter-000002", node1 / "checkpoints" / "iter-000003")  # only node 1 has it
+    launch = LAUNCH[:LAUNCH.index("-m", 2)] + [str(tmp_path / "agree.py"), str(node0), str(node1),
+                                             str(tmp_path)]
+    done = subprocess.run(launch, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    missing = node1 / "checkpoints" / "iter-000002" / "weights.safetensors"
+    for rank, node in enumerate((node0, node1)):
+        assert (tmp_path / f"said-{rank}.txt").read_text().splitlines() == [
+            f"warning: checkpoint {node / 'checkpoints' / 'iter-000002'} is damaged (on process 1: {missing}: missing); "
+            "trying the previous one.", f"process {rank} of 2 resumed iter-000001"]
