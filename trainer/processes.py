@@ -20,6 +20,7 @@ Rewards are gathered with accelerate's ``gather``. A peer that dies turns the ne
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 import torch
@@ -49,6 +50,14 @@ def split_problem(samples: int, world: int, updates: int) -> str | None:
             "group_size, prompts_per_iter or updates_per_iter.")
 
 
+def group_backend(cuda: bool, offload: bool) -> str:
+    """The process group's backend: gloo without CUDA; NCCL on GPUs, with gloo beside it for CPU tensors when
+    FSDP2 offloads its shards (clipping their gradients' norm, gathering them for a checkpoint)."""
+    if not cuda:
+        return "gloo"
+    return "cuda:nccl,cpu:gloo" if offload else "nccl"
+
+
 def peer_lost(error: BaseException) -> bool:
     """Whether ``error`` is a collective failing because another process stopped, not this process's own error."""
     import torch.distributed as dist
@@ -72,6 +81,8 @@ class Processes:
     def __init__(self, sharding: str = "ddp", offload: bool = False, mixed_precision: str = "no"):
         from accelerate import PartialState
 
+        if offload and torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self._open_group(group_backend(cuda=True, offload=True))
         # without CUDA, a multi-process launch must ask for CPU (gloo) explicitly, or each process runs alone
         state = PartialState(cpu=not torch.cuda.is_available())
         self.state = state
@@ -133,13 +144,24 @@ class Processes:
     @staticmethod
     def _one_process_group() -> None:
         """A process group of this process alone (an in-memory store: no port, no launcher), which
-        ``fully_shard`` needs; on CUDA with a CPU backend too, for offloaded shards."""
+        ``fully_shard`` needs; on CUDA with the CPU backend too, whether or not the shards are offloaded."""
         import torch.distributed as dist
 
-        if dist.is_initialized():
-            return
-        backend = "cuda:nccl,cpu:gloo" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        if not dist.is_initialized():
+            dist.init_process_group(group_backend(torch.cuda.is_available(), offload=True), store=dist.HashStore(),
+                                    rank=0, world_size=1)
+
+    @staticmethod
+    def _open_group(backend: str) -> None:
+        """Join the launch's process group with ``backend`` before accelerate would open it NCCL-only (accelerate
+        adds the CPU backend only under its own FSDP launch with offload, not for ``--fsdp-offload``). The GPU
+        is this process's own (``LOCAL_RANK``)."""
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+            dist.init_process_group(backend, device_id=device)
 
     def _shard(self, model):
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
@@ -158,6 +180,8 @@ class Processes:
                 fully_shard(block, **options)
             fully_shard(module, **options)
         self.receive_weights(modules, whole)
+        if self.offload:  # the shards rest in CPU memory; the transformer computes on this process's device
+            model.compute_device = self.device
         return model.transformer
 
     @property

@@ -57,13 +57,17 @@ class FlowModelAdapter(ABC):
         self.negative_prompt = negative_prompt
         #: the dtype the transformer computes in on a GPU (autocast), or None: as the weights are
         self.autocast_dtype: torch.dtype | None = None
+        #: the device the transformer computes on when its weights are offloaded elsewhere (else None)
+        self.compute_device: torch.device | None = None
         #: conditioning rows by prompt, in CPU memory, once :meth:`cache_prompts` ran (else None)
         self.prompt_cache: dict[str, dict[str, Tensor]] | None = None
 
     # -- placement --------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return next(self.transformer.parameters()).device
+        """Where the transformer computes: its weights' device, unless its weights live elsewhere between uses
+        (FSDP2's CPU offload keeps the shards in CPU memory and computes on the GPU: ``compute_device``)."""
+        return self.compute_device or next(self.transformer.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:

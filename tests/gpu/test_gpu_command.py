@@ -6,7 +6,8 @@ Skipped, with the reason, where CUDA is absent (CI has no GPU); run on a GPU mac
 (a) the embedded default under bf16: it trains, evaluates and exports;
 (b) a pipeline with FLUX.1-dev's block shapes and random weights, saved in diffusers layout as bf16
     safetensors, LoRA, two iterations, with ``--compile`` and without;
-(c) FLUX's layout at a third of the width, ``--sharding fsdp --full-finetune`` on one process.
+(c) FLUX's layout at a third of the width, ``--sharding fsdp --full-finetune`` on one process, with
+    ``--fsdp-offload`` and without.
 """
 
 import json
@@ -72,17 +73,24 @@ def test_embedded_default_trains_evaluates_and_exports(tmp_path):
     assert "held-out reward: before" in done.stdout
 
 
-def test_full_finetune_under_fsdp2_on_one_gpu(tmp_path, flux_small):
-    trainer_run("--model", flux_small, "--resolution", 256, "--group-size", 4, "--prompts-per-iter", 1,
-                "--updates-per-iter", 1, "--micro-batch", 4, "--full-finetune", "--sharding", "fsdp",
-                "--learning-rate", 1e-6, "--iterations", 2, "--checkpoint-every", 1, "--eval-prompts",
-                one_prompt(tmp_path), "--eval-seeds", 1, "--algo", "mixgrpo", "--run-dir", tmp_path, "--name", "fsdp")
-    run = tmp_path / "fsdp"
-    rows = metrics(run)
-    assert [r["sharding"] for r in rows] == ["fsdp", "fsdp"] and rows[0]["world_size"] == 1
-    assert all(r["first_max_abs_log_ratio"] < ON_POLICY_BAR and math.isfinite(r["grad_norm"]) for r in rows)
-    assert any((run / "checkpoints").rglob("*.distcp")), "FSDP2 writes sharded checkpoints"
-    assert (run / "transformer" / "config.json").is_file()
+def test_full_finetune_under_fsdp2_on_one_gpu_with_and_without_offload(tmp_path, flux_small):
+    common = ["--model", flux_small, "--resolution", 256, "--group-size", 4, "--prompts-per-iter", 1,
+              "--updates-per-iter", 1, "--micro-batch", 4, "--full-finetune", "--sharding", "fsdp",
+              "--learning-rate", 1e-6, "--iterations", 2, "--checkpoint-every", 1, "--eval-prompts",
+              one_prompt(tmp_path), "--eval-seeds", 1, "--algo", "mixgrpo", "--run-dir", tmp_path]
+    trainer_run(*common, "--name", "fsdp")
+    trainer_run(*common, "--name", "offload", "--fsdp-offload")
+    peaks = {}
+    for name in ("fsdp", "offload"):
+        run = tmp_path / name
+        rows = metrics(run)
+        assert [r["sharding"] for r in rows] == ["fsdp", "fsdp"] and rows[0]["world_size"] == 1
+        assert all(r["first_max_abs_log_ratio"] < ON_POLICY_BAR and math.isfinite(r["grad_norm"]) for r in rows)
+        assert any((run / "checkpoints").rglob("*.distcp")), "FSDP2 writes sharded checkpoints"
+        assert (run / "transformer" / "config.json").is_file()
+        peaks[name] = max(r["peak_memory_gib"] for r in rows)
+    # offloaded, the fp32 weights, gradients and AdamW states rest in CPU memory between uses
+    assert peaks["offload"] < 0.8 * peaks["fsdp"], peaks
 
 
 def test_flux_dev_shaped_lora_with_and_without_compile(tmp_path, flux_dev_slice):

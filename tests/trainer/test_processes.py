@@ -48,3 +48,11 @@ def test_each_process_loads_to_its_own_gpu():
     assert processes.load_device("cpu") == "cpu"
     with pytest.raises(Exception, match="names one GPU for 2 processes"):
         processes.load_device("cuda:0")
+
+
+def test_offloaded_shards_get_a_cpu_backend_beside_nccl():
+    from trainer.processes import group_backend
+
+    assert group_backend(cuda=False, offload=False) == "gloo" and group_backend(cuda=False, offload=True) == "gloo"
+    assert group_backend(cuda=True, offload=False) == "nccl"
+    assert group_backend(cuda=True, offload=True) == "cuda:nccl,cpu:gloo"  # clip_grad_norm_ over CPU shards
