@@ -183,6 +183,10 @@ class TrainConfig:
                                         "time; torchrun: 30): a signal then abandons the iteration in flight before its "
                                         "update when it and a checkpoint would not fit, and checkpoints its start",
                                   POSITIVE, type=float, unset="finish the iteration in flight, then checkpoint")
+    collective_timeout: float | None = _f(None, "seconds a process waits in a collective for the others before it "
+                                                "stops with one line (a stalled or lost peer); keep it above the "
+                                                "main process's longest lone work (a checkpoint, the export)",
+                                          POSITIVE, type=float, unset="PyTorch's: 600 on NCCL, 1800 on gloo")
     seed: int = _f(0, "seed of prompts, noise, windows and LoRA init")
     device: str = _f("auto", "auto | cpu | cuda | cuda:<index>")
 

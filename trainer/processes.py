@@ -78,13 +78,17 @@ class Processes:
     span processes; rewards are gathered so advantages always see whole groups.
     """
 
-    def __init__(self, sharding: str = "ddp", offload: bool = False, mixed_precision: str = "no"):
+    def __init__(self, sharding: str = "ddp", offload: bool = False, mixed_precision: str = "no",
+                 timeout_s: float | None = None):
+        import datetime
+
         from accelerate import PartialState
 
+        timeout = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
         if offload and torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            self._open_group(group_backend(cuda=True, offload=True))
+            self._open_group(group_backend(cuda=True, offload=True), timeout)
         # without CUDA, a multi-process launch must ask for CPU (gloo) explicitly, or each process runs alone
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = PartialState(cpu=not torch.cuda.is_available(), **timeout)
         self.state = state
         self.rank, self.world, self.device = state.process_index, state.num_processes, state.device
         self.is_main = state.is_main_process
@@ -152,7 +156,7 @@ class Processes:
                                     rank=0, world_size=1)
 
     @staticmethod
-    def _open_group(backend: str) -> None:
+    def _open_group(backend: str, timeout: dict) -> None:
         """Join the launch's process group with ``backend`` before accelerate would open it NCCL-only (accelerate
         adds the CPU backend only under its own FSDP launch with offload, not for ``--fsdp-offload``). The GPU
         is this process's own (``LOCAL_RANK``)."""
@@ -161,7 +165,7 @@ class Processes:
         if not dist.is_initialized():
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
-            dist.init_process_group(backend, device_id=device)
+            dist.init_process_group(backend, device_id=device, **timeout)
 
     def _shard(self, model):
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
@@ -306,6 +310,7 @@ def open_processes(config) -> Processes:
     precision), with the sample split checked: before any model loads."""
     from .launch import resolve_sharding
 
-    processes = Processes(*resolve_sharding(config.sharding, config.fsdp_offload), config.mixed_precision)
+    processes = Processes(*resolve_sharding(config.sharding, config.fsdp_offload), config.mixed_precision,
+                          config.collective_timeout)
     processes.check_split(config.group_size * config.prompts_per_iter, config.updates_per_iter)
     return processes

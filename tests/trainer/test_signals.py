@@ -176,3 +176,27 @@ def test_a_killed_rank_stops_the_others_with_one_line_and_the_run_resumes(tmp_pa
     main(["--resume", str(run)])  # on one process: the checkpoint does not depend on the world size
     rows = run_metrics(run)
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4] and [r["world_size"] for r in rows] == [2, 2, 2, 1]
+
+
+def test_a_stalled_rank_stops_the_others_with_one_line_within_the_collective_timeout(tmp_path):
+    """A process that stops answering without dying (a hung GPU or node: SIGSTOP here) holds the others in
+    their next collective only until ``--collective-timeout``; then they stop with one line, as for a lost one."""
+    run = tmp_path / "runs" / "two"
+    launcher = subprocess.Popen([*LAUNCH, "-m", "trainer.run", *_flags(tmp_path), "--collective-timeout", "10",
+                                 "--name", "two"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_rows(run, 1, launcher)
+        first, stalled = _rank_pid(launcher.pid, 0), _rank_pid(launcher.pid, 1)
+        os.kill(stalled, signal.SIGSTOP)
+        stopped_at = time.time()
+        while Path(f"/proc/{first}").exists() and Path(f"/proc/{first}/status").read_text().find("zombie") < 0:
+            assert time.time() - stopped_at < 120, "process 0 still waits for the stalled process"
+            time.sleep(0.1)
+        waited = time.time() - stopped_at
+    finally:
+        if stalled := _rank_pid(launcher.pid, 1):
+            os.kill(stalled, signal.SIGKILL)
+    err = launcher.communicate(timeout=120)[1]
+    said = [line for line in err.splitlines() if "error: process 0 of 2: another process of this run stopped" in line]
+    assert len(said) == 1 and "resume from the start" in said[0], err[-3000:]
+    assert 10 <= waited < 60  # the timeout, and the few seconds of the iteration it fell in
