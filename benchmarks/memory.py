@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mixgrpo.cli import add_debug_flag, run_command
 
-from trainer.memory_plan import GB, REWARD_PARAMS, phases, transformer_counts
+from trainer.memory_plan import GB, REWARD_PARAMS, host_memory_per_node, phases, transformer_counts
 
 from . import write_results
 
@@ -69,6 +69,9 @@ SETTINGS = {"LoRA, DDP": (1, 8), "full, one process": (1,), "LoRA, FSDP2": (8, 3
             "full, FSDP2 + CPU offload": (8, 32)}
 
 
+PER_NODE = 8  # GPUs of a node, for the host memory of a node
+
+
 def plan(sizes: dict[str, int], micro_batch: int, samples: int = 12,
          rewards: tuple[str, ...] = HEADLINE_REWARDS) -> list[dict]:
     reward_bytes = 4 * sum(REWARD_PARAMS[name] for name in rewards)
@@ -77,6 +80,7 @@ def plan(sizes: dict[str, int], micro_batch: int, samples: int = 12,
         for processes in counts:
             for side in (512, 720):
                 figures = phases(setting, sizes, processes, side, micro_batch, samples, reward_bytes)
+                figures |= host_memory_per_node(setting, sizes, processes, PER_NODE, reward_bytes)
                 rows.append({"setting": setting, "processes": processes, "side": side,
                              **{k: v / GB for k, v in figures.items()}, "fits_80gb": figures["gpu"] <= FITS})
     return rows
@@ -112,14 +116,18 @@ def markdown(sizes: dict[str, int], rows: list[dict], checks: list[dict], micro_
             f"HPS v2.1 + PickScore in fp32 {4 * sum(REWARD_PARAMS[r] for r in HEADLINE_REWARDS) / GB:.1f} GB. "
             "GB per process, bf16 "
             f"frozen weights, micro-batch {micro_batch}, {samples} samples per process, gradient checkpointing; "
-            "formulas in `benchmarks/memory.py`.\n\n"
+            "formulas in `trainer/memory_plan.py`. Host: the CPU memory a process peaks at (loading, or offloaded "
+            "shards), for the main process (it reads the transformer), each other, and the main process's node "
+            f"of {PER_NODE} (the Python and CUDA runtime of each process, a few GB, comes on top).\n\n"
             "| setting | processes | side | weights | gradients | AdamW | transient | activations | AdamW temp. "
-            "| load peak | decode peak | update peak | GPU peak | CPU (offload) | fits 80 GB |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| load peak | decode peak | update peak | GPU peak | CPU (offload) | fits 80 GB | host: main | host: other "
+            f"| host: node of {PER_NODE} |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {r['setting']} | {r['processes']} | {r['side']}² | {r['weights']:.1f} | {r['gradients']:.2f} | "
              f"{r['adamw']:.2f} | {r['transient']:.1f} | {r['activations']:.2f} | {r['temporaries']:.2f} | "
              f"{r['load']:.1f} | {r['decode']:.1f} | {r['update']:.1f} | {r['gpu']:.1f} | {r.get('cpu', 0):.1f} | "
-             f"{'yes' if r['fits_80gb'] else 'no'} |" for r in rows]
+             f"{'yes' if r['fits_80gb'] else 'no'} | {r['host_main']:.1f} | {r['host_other']:.1f} | "
+             f"{r['host_node']:.1f} |" for r in rows]
     check = ["", "## Measured beside the estimate", "",
              "The update peak of the plan (LoRA rank 64, one process, micro-batch 12, no reward model, stand-in "
              "text encoders) against the peak GPU memory of a real iteration:", "",

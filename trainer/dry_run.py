@@ -39,7 +39,7 @@ def plan_lines(cfg: TrainConfig, processes, model_path: str, device: str) -> lis
     from mixgrpo.models.gpu import compute_dtype
     from mixgrpo.rewards.registry import parse_reward_spec
 
-    from .memory_plan import REWARD_PARAMS, folder_sizes, phases
+    from .memory_plan import REWARD_PARAMS, folder_sizes, host_memory_per_node, phases
 
     world = processes.world
     samples = cfg.group_size * cfg.prompts_per_iter
@@ -59,8 +59,11 @@ def plan_lines(cfg: TrainConfig, processes, model_path: str, device: str) -> lis
     frozen_bytes = compute_dtype(cfg.mixed_precision, device).itemsize
     text_tokens = read_settings(model_path).get("max_sequence_length", 512)
     shards = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if processes.sharding == "hsdp" else world
-    figures = phases(memory_setting(cfg, processes.sharding, processes.offload), sizes, shards, cfg.resolution, micro,
-                     mine, 4 * sum(REWARD_PARAMS[n] for n in counted), frozen_bytes=frozen_bytes,
+    setting = memory_setting(cfg, processes.sharding, processes.offload)
+    reward_bytes = 4 * sum(REWARD_PARAMS[n] for n in counted)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    host = host_memory_per_node(setting, sizes, shards, per_node, reward_bytes, frozen_bytes)
+    figures = phases(setting, sizes, shards, cfg.resolution, micro, mine, reward_bytes, frozen_bytes=frozen_bytes,
                      text_tokens=text_tokens, checkpointing=cfg.gradient_checkpointing)
     uncounted = [n for n in names if n not in REWARD_PARAMS]
     lines.append(f"expected memory per process at {cfg.resolution}² (trainer/memory_plan.py): load "
@@ -68,6 +71,10 @@ def plan_lines(cfg: TrainConfig, processes, model_path: str, device: str) -> lis
                  f"{figures['update'] / GB:.2f} GB; peak {figures['gpu'] / GB:.2f} GB"
                  + (f" (reward models not counted: {', '.join(uncounted)})" if uncounted else "")
                  + (f"; CPU {figures['cpu'] / GB:.2f} GB" if "cpu" in figures else ""))
+    node = f"; a node of {min(per_node, world)}: {host['host_node'] / GB:.2f} GB" if world > 1 else ""
+    lines.append(f"expected host memory at load (trainer/memory_plan.py): main process {host['host_main'] / GB:.2f} GB"
+                 + (f", each other {host['host_other'] / GB:.2f} GB{node}" if world > 1 else "")
+                 + ", plus each process's Python and CUDA runtime")
     return lines
 
 

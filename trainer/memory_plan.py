@@ -20,6 +20,13 @@ models, the text encoders until the prompts are encoded), **decode** (``4·C₀�
 image, in chunks of at most half the free memory), **update** (weights, AdamW, gradients, transient,
 one transition's activations ``micro_batch·(blocks·S·h·2 + 34·S·h)`` with gradient checkpointing,
 and AdamW's ``√v`` temporary, 4 bytes per trained parameter).
+
+**Host memory** (:func:`host_memory`): a pipeline is read into CPU memory whole, then moved to the GPU,
+so loading holds ``f·T + f·V`` (text encoders, VAE) plus, on a process that reads the transformer, its
+weights (``4P`` trained whole, ``f·P`` frozen); the reward models load before it (at most their sum).
+Under FSDP2 / HSDP with several processes only the main process reads the transformer. Offloaded
+shards then stay in CPU memory (``16P/N``). A process's host peak is the larger of the two; the
+Python and CUDA runtime of each process (a few GB) comes on top.
 """
 
 from __future__ import annotations
@@ -76,6 +83,25 @@ def phases(setting: str, sizes: dict, processes: int, side: int, micro_batch: in
     update = resident + state["gradients"] + state["transient"] + act + temporaries
     return {**state, "activations": act, "temporaries": temporaries, "load": load, "decode": decode,
             "update": update, "gpu": max(load, decode, update)}
+
+
+def host_memory(setting: str, sizes: dict, processes: int, reward_bytes: float, frozen_bytes: int = 2,
+                reads_transformer: bool = True) -> float:
+    """Bytes of CPU memory one process peaks at (module docstring, "Host memory")."""
+    f, P = frozen_bytes, sizes["params"]
+    transformer = (4 if setting.startswith("full") else f) * P if reads_transformer else 0
+    load = max(reward_bytes, transformer + f * (sizes["text_encoders"] + sizes["vae"]))
+    return max(load, model_state(setting.replace("one process", "FSDP2"), sizes, processes, frozen_bytes).get("cpu", 0))
+
+
+def host_memory_per_node(setting: str, sizes: dict, processes: int, per_node: int, reward_bytes: float,
+                         frozen_bytes: int = 2) -> dict[str, float]:
+    """Host bytes of the main process, of each other process, and of a node of ``per_node`` processes (the main
+    process's node: the others hold less)."""
+    main_only = "FSDP2" in setting and processes > 1  # the others build the transformer on the meta device
+    main = host_memory(setting, sizes, processes, reward_bytes, frozen_bytes)
+    other = host_memory(setting, sizes, processes, reward_bytes, frozen_bytes, reads_transformer=not main_only)
+    return {"host_main": main, "host_other": other, "host_node": main + (min(per_node, processes) - 1) * other}
 
 
 def transformer_counts(transformer, lora_rank: int, targets=("to_q", "to_k", "to_v", "to_out.0")) -> dict:

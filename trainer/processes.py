@@ -143,7 +143,8 @@ class Processes:
             here = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.transformer.parameters())
             total = sum(p.numel() for p in model.transformer.parameters())
             print(f"process {self.rank} of {self.world} ({self.sharding}) holds {here} of {total} transformer "
-                  f"weights; peak host memory {peak_host_memory_mb():.0f} MB", flush=True)
+                  f"weights on {model.device} (local rank {self.state.local_process_index}); peak host memory "
+                  f"{peak_host_memory_mb():.0f} MB", flush=True)
 
     @staticmethod
     def _one_process_group() -> None:

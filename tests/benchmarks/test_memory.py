@@ -43,3 +43,17 @@ def test_gpu_measurements_sit_beside_their_estimates():
     assert {c["source"] for c in checks} == {"benchmarks/results/gpu.md", "benchmarks/results/gpu_cli.md"}
     for c in checks:  # the plan is a lower bound within a third of what the GPU allocated
         assert 1.0 <= c["measured_over_estimate"] < 1.35
+
+
+def test_host_memory_of_a_node_of_eight(sizes):
+    """Under FSDP2 only the main process reads the transformer; under DDP every process does."""
+    rows = {(r["setting"], r["processes"], r["side"]): r for r in memory.plan(sizes, micro_batch=1)}
+    encoders_vae = 2 * (sizes["text_encoders"] + sizes["vae"]) / 1e9
+    ddp, full = rows[("LoRA, DDP", 8, 512)], rows[("full, FSDP2", 8, 512)]
+    assert ddp["host_main"] == ddp["host_other"] == pytest.approx(2 * sizes["params"] / 1e9 + encoders_vae)
+    assert ddp["host_node"] == pytest.approx(8 * ddp["host_main"])
+    assert full["host_main"] == pytest.approx(4 * sizes["params"] / 1e9 + encoders_vae)  # the whole fp32 transformer
+    assert full["host_other"] == pytest.approx(encoders_vae)  # built on the meta device
+    assert full["host_node"] == pytest.approx(full["host_main"] + 7 * full["host_other"]) and full["host_node"] < 130
+    offload = rows[("full, FSDP2 + CPU offload", 8, 512)]  # the shards rest in CPU memory: 16 bytes per parameter
+    assert offload["host_other"] == pytest.approx(16 * sizes["params"] / 8 / 1e9)

@@ -159,6 +159,9 @@ def test_ddp_lora_on_two_processes_equals_one_and_two_nodes_equal_one_node(tmp_p
     holds = HOLDS.findall(out)
     assert sorted(h[0] for h in holds) == ["0", "1"] and {h[1] for h in holds} == {"ddp"}
     assert all(h[2] == h[3] for h in holds)  # DDP: each process holds the whole model
+    # each process says where its model is and which local rank (the GPU index on CUDA: cuda:<local rank>) it is
+    assert sorted(re.findall(r"process (\d) of 2 \(ddp\) holds \d+ of \d+ transformer weights on cpu \(local rank "
+                             r"(\d)\)", out)) == [("0", "0"), ("1", "1")]
     (one,), (two,) = run_metrics(tmp_path / "runs" / "one"), run_metrics(tmp_path / "runs" / "one-node")
     assert (one["world_size"], two["world_size"], two["sharding"]) == (1, 2, "ddp")
     # whole-group statistics; metrics.jsonl rounds advantages to 6 decimals, so one rounding step apart
@@ -281,8 +284,8 @@ def test_under_fsdp2_only_the_main_process_reads_the_weights(tmp_path):
     (tmp_path / "eval.txt").write_text("a red circle\n")
     out = launch(small_run(tmp_path, iterations=1, prompts_per_iter=1, group_size=4, updates_per_iter=1, eval_seeds=1,
                            eval_prompts=tmp_path / "eval.txt") + ["--model", str(wide), "--sharding", "fsdp"])
-    lines = re.findall(r"process (\d) of 2 \(fsdp\) holds (\d+) of (\d+) transformer weights; peak host memory "
-                       r"(\d+) MB", out)
+    lines = re.findall(r"process (\d) of 2 \(fsdp\) holds (\d+) of (\d+) transformer weights on cpu \(local rank "
+                       r"\d\); peak host memory (\d+) MB", out)
     peak = {int(rank): int(mb) for rank, _, _, mb in lines}
     model_mb = int(lines[0][2]) * 4 / 2**20
     assert sorted(peak) == [0, 1] and model_mb > 500

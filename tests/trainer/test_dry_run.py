@@ -30,6 +30,7 @@ def test_a_dry_run_checks_prints_the_plan_and_loads_nothing(tmp_path, tiny_flux)
     assert "samples per iteration: 32 = 4 prompts × 8; 32 per process, in 2 update(s) of 16" in out
     assert re.search(r"model: transformer [\d.]+ M parameters in 2 blocks; trains every weight", out)
     assert re.search(r"expected memory per process at 128² \(trainer/memory_plan.py\): load [\d.]+ GB", out)
+    assert re.search(r"expected host memory at load \(trainer/memory_plan.py\): main process [\d.]+ GB, plus", out)
     assert "Loading pipeline components" not in done.stderr and not (tmp_path / "runs" / "x").exists()
 
 
@@ -47,6 +48,9 @@ def test_a_dry_run_refuses_what_a_run_would_refuse_in_one_line(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("every check passed") == 1  # printed by the main process
     assert "processes: 2 (ddp)" in done.stdout and "4 = 1 prompts × 4; 2 per process" in done.stdout
+    host = re.search(r"expected host memory at load \(trainer/memory_plan.py\): main process ([\d.]+) GB, each other "
+                     r"([\d.]+) GB; a node of 2: ([\d.]+) GB", done.stdout)
+    assert host and host[1] == host[2] and float(host[3]) == pytest.approx(2 * float(host[1]), abs=0.01)  # DDP: all read
 
 
 def test_an_accelerate_config_with_hybrid_sharding_asks_for_hsdp(tmp_path):
