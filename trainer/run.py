@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from mixgrpo.cli import run_command
+from mixgrpo.cli import USER_ERROR_EXIT, run_command
 from mixgrpo.run_folder import RunFolder
 
 from .config import ConfigError, TrainConfig, parse_config, saved_config
@@ -33,6 +33,15 @@ def run_folder(cfg: TrainConfig) -> tuple[RunFolder, TrainConfig]:
 
 def main(argv=None) -> dict:
     """Parse, pick the run folder and train; errors propagate (the command's boundary reports them)."""
+    try:
+        return _main(argv)
+    except ConfigError:
+        if int(os.environ.get("LOCAL_RANK", "0")) > 0:  # every process of a launch finds it: one per node says it
+            raise SystemExit(USER_ERROR_EXIT) from None
+        raise
+
+
+def _main(argv) -> dict:
     from .loop import train
 
     cfg = parse_config(argv)

@@ -4,6 +4,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,14 @@ def test_a_dry_run_refuses_what_a_run_would_refuse_in_one_line(tmp_path):
     split = subprocess.run(LAUNCH + small_run(tmp_path, group_size=3, prompts_per_iter=1, updates_per_iter=1)
                            + ["--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert split.returncode != 0 and "error: 3 samples per iteration do not split into 2 processes" in split.stderr
+    # a shipped recipe launched at a world size it does not split into: one line (once per node), in seconds
+    started = time.time()
+    bad = subprocess.run(LAUNCH + ["--config", "trainer/configs/flux-dev-lora.yaml", "--dry-run"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert time.time() - started < 10
+    said = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert said == ["error: 12 samples per iteration do not split into 2 processes × 4 updates; change group_size, "
+                    "prompts_per_iter or updates_per_iter."]
     done = subprocess.run(LAUNCH + small_run(tmp_path, group_size=4, prompts_per_iter=1) + ["--dry-run"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
