@@ -50,6 +50,13 @@ def split_problem(samples: int, world: int, updates: int) -> str | None:
             "group_size, prompts_per_iter or updates_per_iter.")
 
 
+def held(module) -> tuple[int, int]:
+    """How many of ``module``'s weights this process holds (its shards under FSDP2), and how many there are."""
+    params = list(module.parameters())
+    return (sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in params),
+            sum(p.numel() for p in params))
+
+
 def group_backend(cuda: bool, offload: bool) -> str:
     """The process group's backend: gloo without CUDA; NCCL on GPUs, with gloo beside it for CPU tensors when
     FSDP2 offloads its shards (clipping their gradients' norm, gathering them for a checkpoint)."""
@@ -140,10 +147,13 @@ class Processes:
         elif self.sharding in ("fsdp", "hsdp"):
             self.sharded = self._shard(model)
         if self.world > 1:
-            here = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.transformer.parameters())
-            total = sum(p.numel() for p in model.transformer.parameters())
+            here, total = held(model.transformer)
+            reference, kl = model.reference_network, ""
+            if reference is not None:
+                trained = any(p.requires_grad for p in reference.parameters())
+                kl = "; {} of {} KL reference weights, {}".format(*held(reference), "trained" if trained else "frozen")
             print(f"process {self.rank} of {self.world} ({self.sharding}) holds {here} of {total} transformer "
-                  f"weights on {model.device} (local rank {self.state.local_process_index}); peak host memory "
+                  f"weights on {model.device} (local rank {self.state.local_process_index}){kl}; peak host memory "
                   f"{peak_host_memory_mb():.0f} MB", flush=True)
 
     @staticmethod

@@ -200,7 +200,14 @@ def test_a_full_finetune_with_kl_keeps_a_frozen_sharded_reference(tmp_path):
                       micro_batch=2, checkpoint_every=2) + ["--full-finetune", "--learning-rate", "1e-4",
                                                             "--kl-beta", "0.01"]
     out = launch(flags + ["--sharding", "fsdp", "--name", "two"])
-    assert "process 1 of 2 (fsdp)" in out
+    # each process holds half of the reference, frozen, beside its half of the trained transformer
+    reference = dict((int(rank), (int(here), int(total), state)) for rank, here, total, state in re.findall(
+        r"process (\d) of 2 \(fsdp\) holds \d+ of \d+ transformer weights on cpu \(local rank \d\); (\d+) of (\d+) KL "
+        r"reference weights, (\w+)", out))
+    assert sorted(reference) == [0, 1] and {state for _, _, state in reference.values()} == {"frozen"}
+    total = reference[0][1]
+    assert sum(here for here, _, _ in reference.values()) == total and all(
+        0.45 < here / total < 0.55 for here, _, _ in reference.values())
     rows = run_metrics(tmp_path / "runs" / "two")
     # 0 until the first step, then it grows (measured 2.4e-5 after 2 iterations; one process: 2.3e-5)
     assert 0 < rows[0]["kl"] < rows[1]["kl"]
