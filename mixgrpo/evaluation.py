@@ -26,12 +26,14 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_images(model, prompts: list[str], seeds_per_prompt: Iterable[int], steps: int = 25, shift: float = 3.0,
-                  resolution: int = 128, solver: str = "euler", batch: int = 64, part: tuple[int, int] = (0, 1)):
+                  resolution: int = 128, solver: str = "euler", batch: int | None = None, part: tuple[int, int] = (0, 1)):
     """Images ``[n, 3, H, W]`` in [0, 1], prompt-major, plus the prompt per image.
 
     ``part = (k, K)``: the ``k``-th of ``K`` contiguous slices of the ``len(prompts)·len(seeds)`` images
     (several processes split an evaluation). Every part runs as many batches (a part left with none
     samples a discarded stand-in), since sharded models need every process in every model call.
+    ``batch``: images per model call; by default 64, fewer where the GPU's free memory holds fewer
+    (:meth:`~mixgrpo.models.base.FlowModelAdapter.sampling_batch`).
     """
     chosen = list(seeds_per_prompt)
     plan = build_plan("mixgrpo", num_steps=steps, shift=shift, window_size=0, solver=solver)
@@ -39,6 +41,7 @@ def sample_images(model, prompts: list[str], seeds_per_prompt: Iterable[int], st
     jobs = [(i, p, s) for i, p in enumerate(prompts) for s in chosen]
     index, count = part
     per = math.ceil(len(jobs) / count)
+    batch = batch or model.sampling_batch(resolution, resolution)
     mine = jobs[index * per:(index + 1) * per]
     images = []
     for start in range(0, per, batch):

@@ -285,8 +285,10 @@ def evaluate_and_grid(trainer: Trainer, prompts: list[str], folder: RunFolder, i
 
     cfg, processes = trainer.cfg, trainer.processes
     trainer.model.transformer.eval()
+    # every process runs as many batches of as many images (sharded models gather in every call)
+    batch = processes.min_int(trainer.model.sampling_batch(cfg.resolution, cfg.resolution))
     images, texts = sample_images(trainer.model, prompts, range(cfg.eval_seeds), steps=cfg.steps, shift=cfg.shift,
-                                  resolution=cfg.resolution, part=(processes.rank, processes.world))
+                                  resolution=cfg.resolution, batch=batch, part=(processes.rank, processes.world))
     mine = Evaluation(images, texts, trainer.rewards.score(images, texts)) if texts else Evaluation(images, texts, None)
     parts = processes.gather_objects(mine)
     if not processes.is_main:

@@ -298,6 +298,10 @@ class Processes:
             return value
         return int(self.gather(torch.tensor([value], dtype=torch.int64, device=self.device)).max())
 
+    def min_int(self, value: int) -> int:
+        """The smallest ``value`` over all processes (every process must call it)."""
+        return -self.max_int(-value)
+
     def barrier(self) -> None:
         if self.world > 1:
             with self.guard():

@@ -222,6 +222,27 @@ class FlowModelAdapter(ABC):
         free, _ = torch.cuda.mem_get_info(latents.device)
         return max(1, int(free * GPU_DECODE_MEMORY_SHARE // per_image))
 
+    def sampling_batch(self, height: int, width: int, most: int = 64) -> int:
+        """Images sampled at once without gradients (an evaluation): ``most`` on a CPU; on a GPU at most as many
+        as fit in ``GPU_DECODE_MEMORY_SHARE`` of the free memory, one block's activations per image at
+
+            bytes per image ≈ 34 · S · h · 2 · (2 with classifier-free guidance)
+
+        (``S`` the image and text tokens, ``h`` the transformer's width; 34·S·h bytes is one 16-bit
+        transformer block's activations per sample, Korthikanti et al. 2022)."""
+        if self.device.type != "cuda":
+            return most
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return self.batch_that_fits(height, width, free, most)
+
+    def batch_that_fits(self, height: int, width: int, free_bytes: int, most: int = 64) -> int:
+        """:meth:`sampling_batch` for ``free_bytes`` of free GPU memory."""
+        config = self.transformer.config
+        patches = (height // self.vae_scale) * (width // self.vae_scale) // 4  # 2 × 2 latent patches
+        tokens = patches + getattr(self, "max_sequence_length", 0)
+        per_image = 34 * tokens * config.num_attention_heads * config.attention_head_dim * (2 if self.cfg_scale > 1 else 1)
+        return max(1, min(most, int(free_bytes * GPU_DECODE_MEMORY_SHARE // per_image)))
+
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         """The inverse of :meth:`decode`: ``z = (μ_VAE(2x − 1) − shift)·scaling`` for images in [0, 1]

@@ -73,6 +73,18 @@ def test_a_cpu_decodes_eight_latents_at_a_time(flux_dir):
     assert torch.equal(model.decode(latents), torch.cat([model.decode(latents[:8]), model.decode(latents[8:])]))
 
 
+def test_an_evaluation_samples_as_many_images_at_once_as_the_free_memory_holds(flux_dir):
+    model = load_flow_model(flux_dir)
+    assert model.sampling_batch(128, 128) == 64  # a CPU: the default batch
+    config = model.transformer.config
+    tokens = (128 // model.vae_scale) ** 2 // 4 + model.max_sequence_length
+    per_image = 34 * tokens * config.num_attention_heads * config.attention_head_dim * (2 if model.cfg_scale > 1 else 1)
+    assert model.batch_that_fits(128, 128, free_bytes=10 * per_image) == 5  # half of the free memory
+    assert model.batch_that_fits(128, 128, free_bytes=per_image) == 1  # never none
+    assert model.batch_that_fits(128, 128, free_bytes=1000 * per_image) == 64  # never more than the default
+    assert model.batch_that_fits(256, 256, free_bytes=100 * per_image) < 50  # a larger image, fewer at once
+
+
 def test_the_autocast_dtype_is_ignored_off_cuda(flux_dir):
     model = load_flow_model(flux_dir)
     cond = model.encode_prompts(PROMPTS[:1])
