@@ -74,6 +74,13 @@ def peer_lost(error: BaseException) -> bool:
     return isinstance(error, getattr(dist, "DistError", ())) or bool(PEER_LOST.search(str(error)))
 
 
+def own_error(error: MixGRPOError, rank: int, world: int) -> MixGRPOError:
+    """``error`` with ``process R of N:`` in front of its message (once): a process's own error says whose it is."""
+    if world > 1 and not str(error).startswith("process "):
+        error.args = (f"process {rank} of {world}: {error}", *error.args[1:])
+    return error
+
+
 class ProcessLost(MixGRPOError, RuntimeError):
     """Another process of a multi-process run died; this one cannot go on alone."""
 
@@ -256,9 +263,7 @@ class Processes:
         except ProcessLost:
             raise
         except MixGRPOError as error:
-            if not str(error).startswith("process "):
-                error.args = (f"process {self.rank} of {self.world}: {error}", *error.args[1:])
-            raise
+            raise own_error(error, self.rank, self.world)
         except RuntimeError as error:
             if not peer_lost(error):
                 raise

@@ -15,6 +15,7 @@ import sys
 import time
 
 from mixgrpo.cli import USER_ERROR_EXIT, run_command
+from mixgrpo.errors import MixGRPOError
 from mixgrpo.run_folder import RunFolder
 
 from .config import ConfigError, TrainConfig, parse_config, saved_config
@@ -39,6 +40,10 @@ def main(argv=None) -> dict:
         if int(os.environ.get("LOCAL_RANK", "0")) > 0:  # every process of a launch finds it: one per node says it
             raise SystemExit(USER_ERROR_EXIT) from None
         raise
+    except MixGRPOError as error:  # anything else is this process's own, wherever it happened
+        from .processes import own_error
+
+        raise own_error(error, int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def _main(argv) -> dict:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,3 +201,45 @@ def test_a_stalled_rank_stops_the_others_with_one_line_within_the_collective_tim
     said = [line for line in err.splitlines() if "error: process 0 of 2: another process of this run stopped" in line]
     assert len(said) == 1 and "resume from the start" in said[0], err[-3000:]
     assert 10 <= waited < 60  # the timeout, and the few seconds of the iteration it fell in
+
+
+OWN_OOM = '''
+import os
+import sys
+
+import torch
+
+from mixgrpo.cli import run_command
+from mixgrpo.rewards.registry import register
+from mixgrpo.rewards.shapes import ShapesWorldReward
+from trainer.run import main
+
+
+@register("shapes-oom-on-rank-1")
+class OutOfMemoryOnRankOne(ShapesWorldReward):
+    """The shapes reward, except that process 1 runs out of memory scoring (an injected fault)."""
+
+    name = "shapes-oom-on-rank-1"
+
+    def score(self, images, prompts):
+        if os.environ["RANK"] == "1":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().score(images, prompts)
+
+
+sys.exit(run_command(main))
+'''
+
+
+def test_a_rank_that_runs_out_of_memory_says_so_itself_with_its_rank(tmp_path):
+    script = tmp_path / "own_oom.py"
+    script.write_text(OWN_OOM)
+    done = subprocess.run([*LAUNCH, str(script), *_flags(tmp_path), "--reward", "shapes-oom-on-rank-1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert done.returncode != 0
+    # a progress bar may precede a line: the errors are found where they start
+    errors = re.findall(r"error: (process \d of 2: [^;(]+)", done.stderr)
+    assert "process 1 of 2: the GPU ran out of memory during the evaluation on cpu " in errors, done.stderr[-3000:]
+    # the other process, if it noticed before the launcher stopped it, blames its peer, not itself
+    assert set(errors) <= {"process 1 of 2: the GPU ran out of memory during the evaluation on cpu ",
+                           "process 0 of 2: another process of this run stopped "}
