@@ -93,7 +93,7 @@ def default_of(f: dataclasses.Field):
 class TrainConfig:
     # -- model ------------------------------------------------------------------------------
     model: str = _f("embedded", "diffusers FLUX/SD3 folder or hub id; 'embedded' = the shapes model in the repo")
-    resolution: int = _f(128, "image side in pixels (must divide by 16)", Range(16))
+    resolution: int = _f(128, "image side in pixels (a multiple of the model's: 16 for FLUX and SD3)", Range(16))
     lora_rank: int = _f(32, "LoRA rank on the transformer's attention projections", AT_LEAST_ONE)
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank)", POSITIVE)
     full_finetune: bool = _f(False, "train every transformer weight instead of a LoRA")
@@ -215,8 +215,6 @@ class TrainConfig:
         self.check_files_and_rewards()
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {self.device!r}.")
-        if self.resolution % 16:
-            raise ConfigError(f"resolution {self.resolution} must divide by 16 (VAE ×8, patch 2).")
         if self.attention == "xformers":
             import torch
             if not torch.cuda.is_available():

@@ -80,15 +80,13 @@ def plan_lines(cfg: TrainConfig, processes, model_path: str, device: str) -> lis
 
 def dry_run(cfg: TrainConfig, folder: RunFolder) -> dict:
     """Check what needs no weights, print the plan on the main process, load nothing; returns the plan's lines."""
-    from mixgrpo.models.loader import check_model_folder
-
     from .processes import open_processes
-    from .loop import agree_on_run_folder, resolve_device, resolve_model_path
+    from .loop import agree_on_run_folder, check_model, resolve_device, resolve_model_path
 
     processes = open_processes(cfg)
     folder = agree_on_run_folder(processes, folder)
     model_path = resolve_model_path(cfg.model)
-    check_model_folder(model_path)
+    check_model(cfg)
     device = processes.load_device(resolve_device(cfg))
     lines = plan_lines(cfg, processes, model_path, device)
     if processes.is_main:

@@ -31,6 +31,16 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def check_model(cfg: TrainConfig):
+    """The model folder's adapter class, once the folder is complete and the model takes the run's resolution
+    (no weights read: a bad folder or size fails before anything loads)."""
+    from mixgrpo.models.loader import model_adapter_class
+
+    adapter = model_adapter_class(resolve_model_path(cfg.model))
+    adapter.check_resolution(cfg.resolution, cfg.resolution)
+    return adapter
+
+
 def resolve_device(cfg: TrainConfig) -> str:
     if cfg.device != "auto":
         return cfg.device
@@ -66,6 +76,7 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Tra
     from .phases import phase
 
     processes = processes or open_processes(cfg)  # before any load: the launch checked, this process's GPU known
+    check_model(cfg)
     device = processes.load_device(resolve_device(cfg))
     if device == "cpu":
         fit_threads_to_cpu_quota()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from mixgrpo.models.base import FlowModelAdapter
+
 
 def lora_layers(model, weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The LoRA's tensors in peft's naming, from the transformer or from gathered ``weights`` (FSDP2)."""
@@ -24,21 +26,22 @@ def save_lora(model, folder: Path, rank: int, alpha: float, weights: dict[str, t
     folder.mkdir(parents=True, exist_ok=True)
     layers = lora_layers(model, weights)
     type(model.pipe).save_lora_weights(str(folder), transformer_lora_layers=layers)
-    save_comfyui_lora(layers, folder / "comfyui_lora.safetensors", alpha)
+    save_comfyui_lora(layers, folder / "comfyui_lora.safetensors", alpha, model.comfyui_lora_key)
     (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": alpha,
-                                                             "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}))
+                                                             "target_modules": list(model.lora_targets)}))
     return folder
 
 
-def comfyui_lora_state_dict(peft_layers: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-    """diffusers/peft LoRA keys → the ``transformer.<module>.lora_A/B.weight`` + ``.alpha`` layout.
+def comfyui_lora_state_dict(peft_layers: dict[str, torch.Tensor], alpha: float,
+                            key=FlowModelAdapter.comfyui_lora_key) -> dict[str, torch.Tensor]:
+    """diffusers/peft LoRA keys → the names ComfyUI's key map accepts (``key``: the model adapter's
+    ``comfyui_lora_key``; by default FLUX's and SD3's ``transformer.<module>.lora_A/B.weight``) + ``.alpha``.
 
-    ComfyUI's FLUX/SD3 LoRA key map accepts ``transformer.<diffusers module path>`` names, and reads
-    the scale from ``<name>.alpha`` (scale = alpha / rank); without it ComfyUI assumes alpha = rank.
+    ComfyUI reads the scale from ``<name>.alpha`` (scale = alpha / rank); without it it assumes alpha = rank.
     """
     out, modules = {}, set()
-    for key, value in peft_layers.items():
-        name = key if key.startswith("transformer.") else f"transformer.{key}"
+    for peft_key, value in peft_layers.items():
+        name = key(peft_key)
         out[name] = value.detach().contiguous().cpu()
         modules.add(name.rsplit(".lora_", 1)[0])
     for module in sorted(modules):
@@ -46,11 +49,13 @@ def comfyui_lora_state_dict(peft_layers: dict[str, torch.Tensor], alpha: float) 
     return out
 
 
-def save_comfyui_lora(layers: dict[str, torch.Tensor], path: Path, alpha: float) -> Path:
+def save_comfyui_lora(layers: dict[str, torch.Tensor], path: Path, alpha: float,
+                      key=FlowModelAdapter.comfyui_lora_key) -> Path:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(comfyui_lora_state_dict(layers, alpha), str(path), metadata={"format": "comfyui-lora", "alpha": str(alpha)})
+    save_file(comfyui_lora_state_dict(layers, alpha, key), str(path), metadata={"format": "comfyui-lora",
+                                                                                "alpha": str(alpha)})
     return path
 
 

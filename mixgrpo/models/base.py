@@ -34,12 +34,24 @@ NEGATIVE = "negative_"  # conditioning keys of the negative prompt (classifier-f
 
 
 class FlowModelAdapter(ABC):
-    """``encode_prompts`` → cond; ``velocity(x, σ, cond)`` → v ≈ ε − x0; ``decode`` → images in [0, 1]."""
+    """``encode_prompts`` → cond; ``velocity(x, σ, cond)`` → v ≈ ε − x0; ``decode`` → images in [0, 1].
 
+    A subclass registers under its diffusers pipeline classes (:mod:`mixgrpo.models.registry`) and
+    says, in the class attributes below, what differs per model.
+    """
+
+    #: the model family, as users name it (errors, docs)
+    family: str = "flow model"
+    #: the diffusers pipeline classes this adapter drives (set by ``register_adapter``)
+    pipeline_classes: tuple[str, ...] = ()
+    #: component folders a pipeline folder of this model must hold
+    required_components: tuple[str, ...] = ("transformer", "vae", "scheduler")
     #: how the timestep handed to the transformer relates to σ: ``timestep = scale·σ``
     timestep_scale: float = 1.0
     #: model-side divisor of the pixel size (VAE down-sampling × patch size)
     resolution_multiple: int = 16
+    #: the transformer's modules a LoRA adapts (peft ``target_modules``)
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(self, pipe, quantize_timesteps: bool = False, cfg_scale: float = 1.0, negative_prompt: str = ""):
         if not (cfg_scale > 0 and math.isfinite(cfg_scale)):
@@ -116,13 +128,18 @@ class FlowModelAdapter(ABC):
     def vae_scale(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """``(C, H/8, W/8)``; the size must divide by the VAE factor times the patch size."""
-        m = self.resolution_multiple
+    @classmethod
+    def check_resolution(cls, height: int, width: int) -> None:
+        """A clear error for an image size this model cannot take (before anything loads)."""
+        m = cls.resolution_multiple
         if height % m or width % m or height <= 0 or width <= 0:
             raise ModelLoadError(
-                f"{type(self).__name__} needs a height and width divisible by {m} (VAE ×{self.vae_scale}, "
-                f"patch 2); got {height}×{width}. Try {max(m, round(height / m) * m)}×{max(m, round(width / m) * m)}.")
+                f"{cls.family} needs a height and width divisible by {m} (VAE down-sampling × patch size); got "
+                f"{height}×{width}. Try {max(m, round(height / m) * m)}×{max(m, round(width / m) * m)}.")
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """``(C, H/8, W/8)``; the size must divide by the VAE factor times the patch size."""
+        self.check_resolution(height, width)
         return self.latent_channels, height // self.vae_scale, width // self.vae_scale
 
     def model_timestep(self, sigma: Tensor) -> Tensor:
@@ -268,7 +285,7 @@ class FlowModelAdapter(ABC):
         """Attach a peft LoRA adapter to the transformer (only its weights then train)."""
         from peft import LoraConfig
 
-        targets = target_modules or ["to_q", "to_k", "to_v", "to_out.0"]
+        targets = list(target_modules or self.lora_targets)
         self.transformer.requires_grad_(False)
         self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=targets,
                                                 init_lora_weights=True), adapter_name=name)
@@ -283,6 +300,12 @@ class FlowModelAdapter(ABC):
         import copy
 
         self.reference_network = copy.deepcopy(self.transformer).requires_grad_(False).eval().to(dtype=dtype)
+
+    @staticmethod
+    def comfyui_lora_key(peft_key: str) -> str:
+        """The name ComfyUI's LoRA key map accepts for one of this model's LoRA tensors (peft naming in):
+        ``transformer.<diffusers module path>.lora_A/B.weight`` for FLUX and SD3."""
+        return peft_key if peft_key.startswith("transformer.") else f"transformer.{peft_key}"
 
     @contextlib.contextmanager
     def reference(self):

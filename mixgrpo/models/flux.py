@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .base import FlowModelAdapter
+from .registry import register_adapter
 
 
 def pack_latents(x: Tensor) -> Tensor:
@@ -29,12 +30,16 @@ def image_ids(h: int, w: int, device, dtype) -> Tensor:
     return ids.reshape(-1, 3)
 
 
+@register_adapter("FluxPipeline")
 class FluxAdapter(FlowModelAdapter):
     """FLUX: the transformer takes σ itself as timestep (it multiplies by 1000 inside).
 
     ``guidance`` feeds FLUX.1-dev's distilled guidance embedding (ignored by models without one).
     """
 
+    family = "FLUX.1"
+    required_components = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+                           "scheduler")
     timestep_scale = 1.0
 
     def __init__(self, pipe, guidance: float = 3.5, max_sequence_length: int = 512, quantize_timesteps: bool = False,

@@ -1,6 +1,6 @@
 """Load a diffusers-layout folder (or a hub id on a user's machine) as a :class:`FlowModelAdapter`.
 
-The pipeline class named in ``model_index.json`` picks the adapter.
+The pipeline class named in ``model_index.json`` picks the adapter (:mod:`mixgrpo.models.registry`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,7 @@ import torch
 
 from ..errors import ModelLoadError
 from .base import FlowModelAdapter
-
-SUPPORTED = {"FluxPipeline": "flux", "StableDiffusion3Pipeline": "sd3"}
-REQUIRED = {"flux": ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "scheduler"),
-            "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "scheduler")}
-
+from .registry import adapter_class
 
 def read_model_index(path: str | Path) -> dict:
     folder = Path(path)
@@ -34,15 +30,17 @@ def check_model_folder(path: str | Path) -> dict:
     """The folder's ``model_index.json`` once it is known to hold a supported, complete pipeline (no weights read)."""
     index = read_model_index(path)
     pipeline_class = index.get("_class_name")
-    kind = SUPPORTED.get(pipeline_class)
-    if kind is None:
-        raise ModelLoadError(f"{path} holds a {pipeline_class!r}, which is not a supported flow model. "
-                             f"Supported: {', '.join(SUPPORTED)} (rectified-flow FLUX and SD3 / SD3.5).")
-    missing = [c for c in REQUIRED[kind] if not (Path(path) / c).is_dir()]
+    adapter = adapter_class(pipeline_class, where=str(path))
+    missing = [c for c in adapter.required_components if not (Path(path) / c).is_dir()]
     if missing:
         raise ModelLoadError(f"{path} is incomplete: missing component folder(s) {missing} of a {pipeline_class}. "
                              "Copy the whole pipeline repository, not only the transformer weights.")
     return index
+
+
+def model_adapter_class(path: str | Path) -> type[FlowModelAdapter]:
+    """The adapter a folder's pipeline class registered (the folder checked, no weights read)."""
+    return adapter_class(check_model_folder(path)["_class_name"], where=str(path))
 
 
 def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -57,7 +55,7 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     shards from the main process once the model is sharded).
     """
     index = check_model_folder(path)
-    kind, pipeline_class = SUPPORTED[index["_class_name"]], index["_class_name"]
+    pipeline_class = index["_class_name"]
     from .embedded import read_settings
 
     settings = read_settings(path)  # a model trained here records its text length and guidance scale
@@ -79,8 +77,4 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     for component in pipeline.components.values():  # a transformer on the meta device stays there
         if isinstance(component, torch.nn.Module) and not (transformer_on_meta and component is pipeline.transformer):
             component.to(device)
-    if kind == "flux":
-        from .flux import FluxAdapter
-        return FluxAdapter(pipeline, **adapter_options)
-    from .sd3 import SD3Adapter
-    return SD3Adapter(pipeline, **adapter_options)
+    return adapter_class(pipeline_class)(pipeline, **adapter_options)

@@ -6,11 +6,15 @@ import torch
 from torch import Tensor
 
 from .base import FlowModelAdapter
+from .registry import register_adapter
 
 
+@register_adapter("StableDiffusion3Pipeline")
 class SD3Adapter(FlowModelAdapter):
     """SD3: spatial latents go in as they are; the transformer takes ``timestep = 1000·σ``."""
 
+    family = "SD3 / SD3.5"
+    required_components = ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3", "scheduler")
     timestep_scale = 1000.0
 
     def __init__(self, pipe, max_sequence_length: int = 256, quantize_timesteps: bool = False, **guidance_options):

@@ -39,7 +39,8 @@ def _fails(capsys, argv, command=main) -> str:
     (["--reward-option", "url"], "must read reward.option=value"),
     (["--group-size", "1"], "group_size must be ≥ 2"),
     (["--iterations", "0"], "iterations must lie in [1, ∞), got 0"),
-    (["--resolution", "100"], "resolution 100 must divide by 16"),
+    (["--resolution", "100"], "FLUX.1 needs a height and width divisible by 16 (VAE down-sampling × patch size); "
+                              "got 100×100. Try 96×96."),
 ])
 def test_bad_option_values_are_one_line(capsys, tmp_path, argv, expected):
     line = _fails(capsys, argv + ["--run-dir", str(tmp_path)])
