@@ -120,7 +120,9 @@ class TrainConfig:
     shift_interval: int = _f(25, "iterations before the window moves (progressive τ)", AT_LEAST_ONE)
     stride: int = _f(1, "steps the window moves each time", AT_LEAST_ONE)
     steps: int = _f(25, "sampling steps T", Range(2))
-    shift: float = _f(3.0, "time shift s of the σ grid", POSITIVE)
+    shift: float | None = _f(None, "time shift s of the σ grid (the paper's: 3)", POSITIVE, type=float,
+                             unset="the model's: the one its folder records (the embedded model: 3), else its "
+                                   "scheduler's for the resolution (FLUX.1: e^μ of the image's tokens)")
     eta: float | None = _f(None, "SDE noise level η", Range(0, 10, low_open=True), type=float,
                            unset=lambda: f"the algorithm's own: {defaults_table('eta')}")
     compression: float | None = _f(None, "Flash compression r̃ of the grid after the window (1 = off)",

@@ -25,7 +25,7 @@ from mixgrpo.run_folder import RunFolder
 
 from .config import ConfigError, saved_config
 from .data import evaluation_prompts
-from .loop import load_model, spread
+from .loop import load_model, spread, with_model_defaults
 from .outputs import load_lora_into
 
 
@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     model = load_model(cfg)
     load_lora_into(model, folder.lora)
     prompts = evaluation_prompts(cfg.eval_prompts, full=True)
-    sampling = dict(steps=cfg.steps, shift=cfg.shift, resolution=cfg.resolution)
+    sampling = dict(steps=cfg.steps, shift=with_model_defaults(cfg, model).shift, resolution=cfg.resolution)
 
     class Base:  # the same model with the LoRA switched off
         def __getattr__(self, name):

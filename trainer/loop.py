@@ -41,6 +41,15 @@ def check_model(cfg: TrainConfig):
     return adapter
 
 
+def with_model_defaults(cfg: TrainConfig, model) -> TrainConfig:
+    """``cfg`` with what it leaves to the model filled in from the loaded model: the σ-grid shift."""
+    import dataclasses
+
+    if cfg.shift is not None:
+        return cfg
+    return dataclasses.replace(cfg, shift=model.sampling_shift(cfg.resolution, cfg.resolution))
+
+
 def resolve_device(cfg: TrainConfig) -> str:
     if cfg.device != "auto":
         return cfg.device
@@ -99,7 +108,7 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Tra
         model.transformer.enable_xformers_memory_efficient_attention()
     if cfg.compile:
         compile_blocks(model, device, fallback=cfg.compile_fallback)
-    trainer = Trainer(cfg, model, rewards, prompts, params, processes)
+    trainer = Trainer(with_model_defaults(cfg, model), model, rewards, prompts, params, processes)
     if torch.device(device).type == "cuda":  # the prompts this run draws (a resumed run's too) and evaluates
         drawn = trainer.sampler.peek(cfg.iterations * cfg.prompts_per_iter, start=0)
         with phase("load", device):
@@ -168,7 +177,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
     processes, main_process = trainer.processes, trainer.processes.is_main
     sharded = processes.sharded is not None
     if main_process and not cfg.resume:
-        folder.write_config(config_dict(cfg))
+        folder.write_config(config_dict(trainer.cfg))  # the model's defaults filled in
     processes.barrier()
 
     # -- resume: weights, optimizer, RNG, prompt order, windows, history and evaluations

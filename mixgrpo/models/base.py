@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from ..algorithm.schedule import sigma_to_timestep
+from ..algorithm.schedule import flux_shift, image_seq_len, sigma_to_timestep
 from ..errors import ModelLoadError
 
 CPU_DECODE_BATCH = 8
@@ -141,6 +141,27 @@ class FlowModelAdapter(ABC):
         """``(C, H/8, W/8)``; the size must divide by the VAE factor times the patch size."""
         self.check_resolution(height, width)
         return self.latent_channels, height // self.vae_scale, width // self.vae_scale
+
+    #: the σ-grid shift the model was trained for when its folder records one (``mixgrpo.json``), else None
+    recorded_shift: float | None = None
+
+    def sampling_shift(self, height: int, width: int) -> float:
+        """The model's own σ-grid shift ``s`` for an image of this size (``σ = s·t / (1 + (s − 1)·t)``): the one its
+        folder records, else its scheduler's: with dynamic shifting ``s = e^μ``, μ linear in the image's tokens
+        between ``base_shift`` at ``base_image_seq_len`` and ``max_shift`` at ``max_image_seq_len``
+        (FLUX: 0.5 at 256 tokens, 1.15 at 4096), else the scheduler's fixed ``shift``."""
+        if self.recorded_shift is not None:
+            return float(self.recorded_shift)
+        config = self.pipe.scheduler.config
+        if not config.get("use_dynamic_shifting", False):
+            return float(config.get("shift", 1.0))
+        tokens = image_seq_len(height, width, self.vae_scale, self.patch_size)
+        return flux_shift(tokens, base_seq_len=config.get("base_image_seq_len", 256),
+                          max_seq_len=config.get("max_image_seq_len", 4096), base_shift=config.get("base_shift", 0.5),
+                          max_shift=config.get("max_shift", 1.15))
+
+    #: latent pixels per side of one transformer token
+    patch_size: int = 2
 
     def model_timestep(self, sigma: Tensor) -> Tensor:
         """The timestep the transformer sees for σ: the same function in rollout and training."""

@@ -77,4 +77,6 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     for component in pipeline.components.values():  # a transformer on the meta device stays there
         if isinstance(component, torch.nn.Module) and not (transformer_on_meta and component is pipeline.transformer):
             component.to(device)
-    return adapter_class(pipeline_class)(pipeline, **adapter_options)
+    adapter = adapter_class(pipeline_class)(pipeline, **adapter_options)
+    adapter.recorded_shift = settings.get("shift")
+    return adapter

@@ -178,3 +178,23 @@ def test_offline_tokenizers_keep_world_words_whole():
     assert clip.convert_ids_to_tokens(clip(text).input_ids)[1:-1] == [w + "</w>" for w in text.split()]
     assert t5.convert_ids_to_tokens(t5(text).input_ids)[:-1] == ["▁" + w for w in text.split()]
     assert len(clip("zebra").input_ids) == 2 + 5  # unknown words fall back to characters
+
+
+def test_each_model_brings_its_own_sigma_grid_shift(flux_dir, sd3_dir):
+    import math
+
+    from mixgrpo.algorithm.schedule import flux_mu
+    from mixgrpo.models.embedded import EMBEDDED_DIR
+
+    assert load_flow_model(EMBEDDED_DIR).sampling_shift(128, 128) == 3.0  # recorded in its mixgrpo.json
+    flux = load_flow_model(flux_dir)  # FLUX's scheduler shifts dynamically: e^μ of the image's tokens
+    assert flux.sampling_shift(128, 128) == pytest.approx(math.exp(flux_mu(64)))
+    assert flux.sampling_shift(1024, 1024) == pytest.approx(math.exp(1.15))  # 4096 tokens: max_shift
+    assert load_flow_model(sd3_dir).sampling_shift(1024, 1024) == 3.0  # SD3's scheduler: a fixed shift
+
+
+def test_an_unsupported_pipeline_names_every_supported_one(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    with pytest.raises(ModelLoadError) as error:
+        load_flow_model(tmp_path)
+    assert "FluxPipeline (FLUX.1)" in str(error.value) and "StableDiffusion3Pipeline (SD3 / SD3.5)" in str(error.value)
