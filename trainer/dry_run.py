@@ -91,5 +91,5 @@ def dry_run(cfg: TrainConfig, folder: RunFolder) -> dict:
     lines = plan_lines(cfg, processes, model_path, device)
     if processes.is_main:
         print("\n".join([f"dry run of {folder.path}: every check passed; nothing was loaded", *lines]), flush=True)
-    processes.barrier()
+    processes.close()
     return {"plan": lines}

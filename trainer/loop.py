@@ -270,6 +270,7 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
             processes.barrier()
             after = held_out(cfg.iterations)
         export(trainer, folder)  # every process: FSDP2 gathers the weights to the main one
+        processes.close()
     if not main_process:
         return {}
     metrics.close()

@@ -307,6 +307,15 @@ class Processes:
         """The smallest ``value`` over all processes (every process must call it)."""
         return -self.max_int(-value)
 
+    def close(self) -> None:
+        """Leave the process group once every process is done with it (a group left to the interpreter's exit
+        can abort the process as its threads are torn down)."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            self.barrier()
+            dist.destroy_process_group()
+
     def barrier(self) -> None:
         if self.world > 1:
             with self.guard():

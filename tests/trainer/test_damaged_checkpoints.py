@@ -109,6 +109,7 @@ content = read_latest_checkpoint(Path(sys.argv[1 + processes.rank]), params, opt
                                  warn=said.append)
 said.append(f"process {processes.rank} of {processes.world} resumed {content['path'].name}")
 Path(sys.argv[3], f"said-{processes.rank}.txt").write_text("\\n".join(said))
+processes.close()
 '''
 
 
