@@ -47,6 +47,10 @@ def comfy_flux_model(transformer, vae_config, shift: float):
                                             offload_device=comfy.model_management.unet_offload_device())
 
 
+#: the ComfyUI MODEL builder of each adapter family this node pack supports: ``(transformer, vae config, shift)``
+COMFY_MODEL_BUILDERS = {"FLUX.1": comfy_flux_model}
+
+
 class PipelineTextEncoder:
     """``CLIP`` for ``CLIPTextEncode``: ``tokenize`` keeps the text, ``encode_from_tokens_scheduled`` encodes it."""
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from mixgrpo.errors import ModelLoadError
 from mixgrpo.models import load_flow_model
+from mixgrpo.models.loader import model_adapter_class
 from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
 from mixgrpo.models.lora_merge import load_and_merge
 
 from ._api import CATEGORY, folder_paths, io
-from ._comfy_models import PipelineTextEncoder, PipelineVAE, comfy_flux_model
+from ._comfy_models import COMFY_MODEL_BUILDERS, PipelineTextEncoder, PipelineVAE
 
 EMBEDDED = "embedded (shapes-flux-tiny)"
 NO_LORA = "none"
@@ -40,14 +41,16 @@ def resolve_model(name: str) -> Path:
 def load_pipeline_for_comfy(model_name: str, lora: str, strength: float):
     """``(MODEL, CLIP, VAE)`` for the folder ``model_name`` with ``lora`` (path or None) merged at ``strength``."""
     path = resolve_model(model_name)
+    family = model_adapter_class(path).family
+    if family not in COMFY_MODEL_BUILDERS:  # before any weight is read
+        raise ModelLoadError(f"{path} holds a {family} pipeline; Load MixGRPO Model builds {', '.join(COMFY_MODEL_BUILDERS)} "
+                             f"models. Load {family} with ComfyUI's stock loaders; the MixGRPO Sampler samples it.")
     adapter = load_flow_model(path)
-    if type(adapter).__name__ != "FluxAdapter":
-        raise ModelLoadError(f"{path} is not a FLUX pipeline; load SD3 checkpoints with ComfyUI's stock loaders.")
     if lora:
         merged = load_and_merge(adapter.transformer.state_dict(), lora, strength)
         adapter.transformer.load_state_dict(merged)
     shift = float(read_settings(path).get("shift", 3.0))
-    return comfy_flux_model(adapter.transformer, adapter.vae.config, shift), PipelineTextEncoder(adapter), \
+    return COMFY_MODEL_BUILDERS[family](adapter.transformer, adapter.vae.config, shift), PipelineTextEncoder(adapter), \
         PipelineVAE(adapter.vae)
 
 

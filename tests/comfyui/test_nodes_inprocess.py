@@ -111,6 +111,23 @@ print(json.dumps(errors))
     assert "ScheduleError" in r["window"] and "12-step schedule" in r["window"]
 
 
+def test_the_loader_names_the_models_it_builds_for_a_folder_of_another_model(tmp_path):
+    from mixgrpo.models.tiny import build_tiny_sd3
+
+    build_tiny_sd3(tmp_path / "sd3")
+    r = run(f"""
+from mixgrpo_pack.nodes.loaders import load_pipeline_for_comfy
+try:
+    load_pipeline_for_comfy({str(tmp_path / "sd3")!r}, None, 1.0)
+    error = None
+except Exception as e:
+    error = f"{{type(e).__name__}}: {{e}}"
+print(json.dumps({{"error": error}}))
+""")
+    assert r["error"] == (f"ModelLoadError: {tmp_path / 'sd3'} holds a SD3 / SD3.5 pipeline; Load MixGRPO Model builds "
+                          "FLUX.1 models. Load SD3 / SD3.5 with ComfyUI's stock loaders; the MixGRPO Sampler samples it.")
+
+
 def test_a_registered_algorithm_and_window_strategy_reach_the_visualiser_node():
     code = import_pack_code(REPO) + """
 import json
