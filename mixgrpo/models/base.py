@@ -163,6 +163,12 @@ class FlowModelAdapter(ABC):
     #: latent pixels per side of one transformer token
     patch_size: int = 2
 
+    @property
+    def hidden_size(self) -> int:
+        """The transformer's width (heads × head size)."""
+        config = self.transformer.config
+        return config.num_attention_heads * config.attention_head_dim
+
     def model_timestep(self, sigma: Tensor) -> Tensor:
         """The timestep the transformer sees for σ: the same function in rollout and training."""
         return sigma_to_timestep(sigma.float(), self.timestep_scale, self.quantize_timesteps)
@@ -275,10 +281,9 @@ class FlowModelAdapter(ABC):
 
     def batch_that_fits(self, height: int, width: int, free_bytes: int, most: int = 64) -> int:
         """:meth:`sampling_batch` for ``free_bytes`` of free GPU memory."""
-        config = self.transformer.config
-        patches = (height // self.vae_scale) * (width // self.vae_scale) // 4  # 2 × 2 latent patches
+        patches = (height // self.vae_scale) * (width // self.vae_scale) // self.patch_size ** 2
         tokens = patches + getattr(self, "max_sequence_length", 0)
-        per_image = 34 * tokens * config.num_attention_heads * config.attention_head_dim * (2 if self.cfg_scale > 1 else 1)
+        per_image = 34 * tokens * self.hidden_size * (2 if self.cfg_scale > 1 else 1)
         return max(1, min(most, int(free_bytes * GPU_DECODE_MEMORY_SHARE // per_image)))
 
     @torch.no_grad()

@@ -65,3 +65,51 @@ def test_flux_dev_lora_export_is_fully_mapped_by_comfyui(tmp_path):
     assert result["unloaded"] == []
     assert result["patches"] == len(modules)
     assert all(t.startswith("diffusion_model.") for t in result["targets"])
+
+
+ZIMAGE_SIDE = """
+import json, logging, torch
+import comfy.supported_models, comfy.model_base, comfy.lora
+keys = json.loads(open({keys!r}).read())
+unet_config = {{"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 3840, "cap_feat_dim": 2560,
+               "n_layers": 30, "qk_norm": True, "n_heads": 30, "n_kv_heads": 30, "axes_dims": [32, 48, 48],
+               "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+               "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}}
+with torch.device("meta"):
+    model = comfy.model_base.Lumina2(comfy.supported_models.ZImage(unet_config), device=torch.device("meta"))
+key_map = comfy.lora.model_lora_keys_unet(model, {{}})
+lora = {{k: torch.tensor(16.0) if k.endswith(".alpha") else torch.zeros(1, 1) for k in keys}}
+unloaded = []
+class Catch(logging.Handler):
+    def emit(self, record):
+        if "not loaded" in record.getMessage():
+            unloaded.append(record.getMessage())
+logging.getLogger().addHandler(Catch())
+patches = comfy.lora.load_lora(lora, key_map)
+print(json.dumps({{"patches": len(patches), "unloaded": unloaded}}))
+"""
+
+
+def test_zimage_lora_export_is_fully_mapped_by_comfyui(tmp_path):
+    """Z-Image's real sizes (30 joint layers, 2 + 2 refiners, width 3840) on the meta device; ComfyUI 0.3.75 maps
+    Z-Image LoRAs by ``diffusion_model.<diffusers module path>``, which the adapter's names are."""
+    from diffusers import ZImageTransformer2DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from mixgrpo.models.zimage import ZImageAdapter
+
+    with torch.device("meta"):
+        transformer = ZImageTransformer2DModel()  # its defaults are Z-Image's
+        transformer.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=list(ZImageAdapter.lora_targets)),
+                                adapter_name="mixgrpo")
+    names = list(get_peft_model_state_dict(transformer, adapter_name="mixgrpo"))
+    exported = comfyui_lora_state_dict({n: torch.zeros(1) for n in names}, alpha=64.0, key=ZImageAdapter.comfyui_lora_key)
+    modules = {k.rsplit(".", 1)[0] for k in exported if k.endswith(".alpha")}
+    assert len(modules) == (30 + 2 + 2) * 4  # every block: q, k, v, out
+    (tmp_path / "keys.json").write_text(json.dumps(sorted(exported)))
+
+    done = run_in_comfyui(ZIMAGE_SIDE.format(keys=str(tmp_path / "keys.json")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["unloaded"] == [] and result["patches"] == len(modules)

@@ -1,0 +1,73 @@
+"""The Z-Image adapter on a tiny random ``ZImagePipeline`` (built offline): its ODE rollout is the pipeline's own
+sampling, with and without guidance; conditioning caches and batches; its LoRA names are ComfyUI's."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from mixgrpo import build_plan, mixed_rollout  # noqa: E402
+from mixgrpo.models import load_flow_model  # noqa: E402
+
+pytestmark = pytest.mark.models
+PROMPTS = ["a red circle", "two blue squares above a green triangle"]
+
+
+@pytest.fixture(scope="module")
+def zimage_dir(tmp_path_factory):
+    from mixgrpo.models.tiny_zimage import build_tiny_zimage
+
+    path = tmp_path_factory.mktemp("zimage")
+    build_tiny_zimage(path)
+    return path
+
+
+@pytest.mark.parametrize("guidance_scale", [0.0, 3.0])
+def test_zimage_adapter_ode_rollout_equals_zimage_pipeline(zimage_dir, guidance_scale):
+    """The pipeline's ``guidance_scale`` g is the adapter's ``cfg_scale`` 1 + g (Z-Image-Turbo: g = 0)."""
+    from diffusers import ZImagePipeline
+
+    model = load_flow_model(zimage_dir, cfg_scale=1 + guidance_scale, max_sequence_length=64)
+    assert type(model).family == "Z-Image" and model.sampling_shift(64, 64) == 3.0
+    pipe = ZImagePipeline.from_pretrained(str(zimage_dir))
+    steps, size = 4, 64
+    noise = torch.randn(2, *model.latent_shape(size, size), generator=torch.Generator().manual_seed(0))
+    ref = pipe(list(PROMPTS), height=size, width=size, num_inference_steps=steps, latents=noise.clone(),
+               guidance_scale=guidance_scale, output_type="latent", max_sequence_length=64).images
+    plan = build_plan("mixgrpo", num_steps=steps, shift=3.0, window_size=0)
+    assert torch.allclose(pipe.scheduler.sigmas.double(), torch.tensor(plan.sigmas, dtype=torch.float64), atol=1e-6)
+    ours = mixed_rollout(model.velocity, noise, plan, model.encode_prompts(PROMPTS)).samples
+    assert (ours - ref).abs().max() <= 1e-4
+
+    images = pipe(list(PROMPTS), height=size, width=size, num_inference_steps=steps, latents=noise.clone(),
+                  guidance_scale=guidance_scale, output_type="pt", max_sequence_length=64).images
+    assert (model.decode(ours) - images).abs().max() <= 1e-4
+
+
+def test_cached_rows_of_any_length_batch_together_and_each_image_keeps_its_tokens(zimage_dir):
+    model = load_flow_model(zimage_dir, max_sequence_length=64)
+    cond = model.encode_prompts(PROMPTS)
+    assert cond["prompt_embeds"].shape[:2] == (2, 64) and cond["prompt_mask"].sum(1).tolist()[0] < 64
+    model.cache_prompts(PROMPTS, release=False)
+    cached = model.encode_prompts([PROMPTS[1], PROMPTS[0]])
+    assert torch.equal(cached["prompt_mask"], cond["prompt_mask"].flip(0))
+    x = torch.randn(2, *model.latent_shape(64, 64))
+    sigma = torch.tensor([0.7, 0.3])
+    together = model.velocity(x, sigma, cond)
+    alone = torch.cat([model.velocity(x[i:i + 1], sigma[i:i + 1], {k: v[i:i + 1] for k, v in cond.items()})
+                       for i in range(2)])
+    assert (together - alone).abs().max() <= 1e-5
+
+
+def test_the_lora_trains_its_attention_and_takes_comfyuis_names(zimage_dir):
+    model = load_flow_model(zimage_dir, max_sequence_length=64)
+    params = model.add_lora(rank=4)
+    cond = model.encode_prompts(PROMPTS[:1])
+    model.velocity(torch.randn(1, *model.latent_shape(64, 64)), torch.tensor([0.5]), cond).square().mean().backward()
+    assert params and all(p.grad is not None for p in params)
+    blocks = sum(len(getattr(model.transformer, name)) for name in model.block_lists)
+    assert len(model.shard_units()) == blocks == 4  # one noise refiner, one context refiner, two joint layers
+    assert model.comfyui_lora_key("layers.0.attention.to_q.lora_A.weight") == \
+        "diffusion_model.layers.0.attention.to_q.lora_A.weight"
