@@ -104,16 +104,21 @@ def host_memory_per_node(setting: str, sizes: dict, processes: int, per_node: in
     return {"host_main": main, "host_other": other, "host_node": main + (min(per_node, processes) - 1) * other}
 
 
-def transformer_counts(transformer, lora_rank: int, targets=("to_q", "to_k", "to_v", "to_out.0")) -> dict:
-    """Parameter counts of a transformer (built on the meta device: no weights) and of its LoRA."""
+def transformer_counts(transformer, lora_rank: int, targets=None, adapter=None) -> dict:
+    """Parameter counts of a transformer (built on the meta device: no weights) and of its LoRA; ``adapter`` (a
+    :class:`~mixgrpo.models.base.FlowModelAdapter` class, FLUX's by default) names its blocks, width and LoRA targets."""
     import torch
 
-    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks") for b in getattr(transformer, name, ())]
+    if adapter is None:
+        from mixgrpo.models.flux import FluxAdapter as adapter
+    targets = targets or adapter.lora_targets
+    blocks = [b for name in adapter.block_lists for b in getattr(transformer, name, ())]
     lora = sum(lora_rank * (m.in_features + m.out_features) for name, m in transformer.named_modules()
                if isinstance(m, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in targets))
+    config = transformer.config
+    hidden = config.dim if "dim" in config else config.num_attention_heads * config.attention_head_dim
     return {"params": sum(p.numel() for p in transformer.parameters()), "lora": lora, "blocks": len(blocks),
-            "largest_block": max(sum(p.numel() for p in b.parameters()) for b in blocks),
-            "hidden": transformer.config.num_attention_heads * transformer.config.attention_head_dim}
+            "largest_block": max(sum(p.numel() for p in b.parameters()) for b in blocks), "hidden": hidden}
 
 
 def folder_sizes(path, lora_rank: int) -> dict:
@@ -136,7 +141,9 @@ def folder_sizes(path, lora_rank: int) -> dict:
                 return cls.from_config(cls.load_config(str(path / component)))
             return cls(transformers.AutoConfig.from_pretrained(str(path / component)))
 
-    sizes = transformer_counts(build("transformer"), lora_rank)
+    from mixgrpo.models.registry import adapter_class
+
+    sizes = transformer_counts(build("transformer"), lora_rank, adapter=adapter_class(index["_class_name"]))
     vae = build("vae")
     encoders = [c for c in ("text_encoder", "text_encoder_2", "text_encoder_3") if index.get(c) and index[c][0]]
     return sizes | {"vae": sum(p.numel() for p in vae.parameters()), "vae_channels": vae.config.block_out_channels[0],

@@ -104,3 +104,20 @@ def test_every_documented_launch_line_splits_at_the_world_size_its_config_declar
         cfg = parse_config(kept)
         problem = split_problem(cfg.group_size * cfg.prompts_per_iter, world, cfg.updates_per_iter)
         assert problem is None, f"{config_file} with {' '.join(flags)}: {problem}"
+
+
+def test_a_dry_run_plans_any_supported_model(tmp_path):
+    from mixgrpo.models.tiny_zimage import build_tiny_zimage
+
+    build_tiny_zimage(tmp_path / "zimage")
+    done = subprocess.run([sys.executable, "-m", "trainer.run", "--dry-run", "--model", str(tmp_path / "zimage"),
+                           "--resolution", "64", "--run-dir", str(tmp_path / "runs")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"model: transformer [\d.]+ M parameters in 4 blocks; trains LoRA rank", done.stdout)
+    bad = subprocess.run([sys.executable, "-m", "trainer.run", "--dry-run", "--model", str(tmp_path / "zimage"),
+                          "--resolution", "72", "--run-dir", str(tmp_path / "runs")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "error: Z-Image needs a height and width divisible by 16 (VAE down-sampling × patch size); got 72×72. "
+        "Try 64×64.")
