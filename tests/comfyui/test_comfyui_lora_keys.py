@@ -20,6 +20,21 @@ FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=3
                 num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
                 axes_dims_rope=(16, 56, 56))
 
+#: ComfyUI's side after building ``model``: its LoRA key map, the export's keys loaded through it, what it left out
+LOAD_AND_REPORT = """
+key_map = comfy.lora.model_lora_keys_unet(model, {})
+lora = {k: torch.tensor(16.0) if k.endswith(".alpha") else torch.zeros(1, 1) for k in keys}
+unloaded = []
+class Catch(logging.Handler):
+    def emit(self, record):
+        if "not loaded" in record.getMessage():
+            unloaded.append(record.getMessage())
+logging.getLogger().addHandler(Catch())
+patches = comfy.lora.load_lora(lora, key_map)
+print(json.dumps({"patches": len(patches), "unloaded": unloaded,
+                  "targets": sorted({str(t[0] if isinstance(t, tuple) else t) for t in patches})[:3]}))
+"""
+
 COMFY_SIDE = """
 import json, logging, torch
 import comfy.supported_models, comfy.model_base, comfy.lora
@@ -30,18 +45,7 @@ unet_config = {{"image_model": "flux", "in_channels": 16, "patch_size": 2, "out_
                "guidance_embed": True}}
 with torch.device("meta"):
     model = comfy.model_base.Flux(comfy.supported_models.Flux(unet_config), device=torch.device("meta"))
-key_map = comfy.lora.model_lora_keys_unet(model, {{}})
-lora = {{k: torch.tensor(16.0) if k.endswith(".alpha") else torch.zeros(1, 1) for k in keys}}
-unloaded = []
-class Catch(logging.Handler):
-    def emit(self, record):
-        if "not loaded" in record.getMessage():
-            unloaded.append(record.getMessage())
-logging.getLogger().addHandler(Catch())
-patches = comfy.lora.load_lora(lora, key_map)
-print(json.dumps({{"patches": len(patches), "unloaded": unloaded,
-                  "targets": sorted({{str(t[0] if isinstance(t, tuple) else t) for t in patches}})[:3]}}))
-"""
+""" + "{load_and_report}"
 
 
 def test_flux_dev_lora_export_is_fully_mapped_by_comfyui(tmp_path):
@@ -59,7 +63,7 @@ def test_flux_dev_lora_export_is_fully_mapped_by_comfyui(tmp_path):
     assert len(modules) == 19 * 4 + 38 * 3  # double: q, k, v, out; single: q, k, v
     (tmp_path / "keys.json").write_text(json.dumps(sorted(exported)))
 
-    done = run_in_comfyui(COMFY_SIDE.format(keys=str(tmp_path / "keys.json")))
+    done = run_in_comfyui(COMFY_SIDE.format(keys=str(tmp_path / "keys.json"), load_and_report=LOAD_AND_REPORT))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["unloaded"] == []
@@ -77,17 +81,7 @@ unet_config = {{"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "d
                "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}}
 with torch.device("meta"):
     model = comfy.model_base.Lumina2(comfy.supported_models.ZImage(unet_config), device=torch.device("meta"))
-key_map = comfy.lora.model_lora_keys_unet(model, {{}})
-lora = {{k: torch.tensor(16.0) if k.endswith(".alpha") else torch.zeros(1, 1) for k in keys}}
-unloaded = []
-class Catch(logging.Handler):
-    def emit(self, record):
-        if "not loaded" in record.getMessage():
-            unloaded.append(record.getMessage())
-logging.getLogger().addHandler(Catch())
-patches = comfy.lora.load_lora(lora, key_map)
-print(json.dumps({{"patches": len(patches), "unloaded": unloaded}}))
-"""
+""" + "{load_and_report}"
 
 
 def test_zimage_lora_export_is_fully_mapped_by_comfyui(tmp_path):
@@ -109,7 +103,7 @@ def test_zimage_lora_export_is_fully_mapped_by_comfyui(tmp_path):
     assert len(modules) == (30 + 2 + 2) * 4  # every block: q, k, v, out
     (tmp_path / "keys.json").write_text(json.dumps(sorted(exported)))
 
-    done = run_in_comfyui(ZIMAGE_SIDE.format(keys=str(tmp_path / "keys.json")))
+    done = run_in_comfyui(ZIMAGE_SIDE.format(keys=str(tmp_path / "keys.json"), load_and_report=LOAD_AND_REPORT))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["unloaded"] == [] and result["patches"] == len(modules)
