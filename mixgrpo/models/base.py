@@ -50,6 +50,8 @@ class FlowModelAdapter(ABC):
     timestep_scale: float = 1.0
     #: model-side divisor of the pixel size (VAE down-sampling × patch size)
     resolution_multiple: int = 16
+    #: adapter options a model folder's ``mixgrpo.json`` may record, beside its text length and guidance scale
+    recorded_options: tuple[str, ...] = ()
     #: the transformer's modules a LoRA adapts (peft ``target_modules``)
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -230,7 +232,10 @@ class FlowModelAdapter(ABC):
         sigma = sigma.expand(b) if sigma.dim() == 0 else sigma
         both = self.model_velocity(torch.cat([x, x]), torch.cat([sigma, sigma]),
                                    {k: torch.cat([positive[k], negative[k]]) for k in positive})
-        v_cond, v_uncond = both[:b], both[b:]
+        return self.combine_guidance(both[:b], both[b:], sigma)
+
+    def combine_guidance(self, v_cond: Tensor, v_uncond: Tensor, sigma: Tensor) -> Tensor:
+        """The guided velocity from the two branches (module docstring); a model with its own rule overrides it."""
         return v_uncond + self.cfg_scale * (v_cond - v_uncond)
 
     @torch.no_grad()

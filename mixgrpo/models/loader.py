@@ -59,7 +59,7 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     from .embedded import read_settings
 
     settings = read_settings(path)  # a model trained here records its text length and guidance scale
-    for key in ("max_sequence_length", "cfg_scale"):
+    for key in ("max_sequence_length", "cfg_scale", *adapter_class(pipeline_class).recorded_options):
         if key in settings:
             adapter_options.setdefault(key, settings[key])
     import diffusers

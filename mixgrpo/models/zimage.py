@@ -9,6 +9,11 @@ doubled batch of guidance concatenate, and each image gets back exactly its own 
 
 Guidance: the pipeline's ``guidance_scale`` g is classifier-free guidance ``pos + g·(pos − neg)``,
 which is this project's ``cfg_scale = 1 + g`` (Z-Image-Turbo samples with g = 0: ``cfg_scale`` 1).
+Its two options, as the pipeline applies them to each image:
+
+- ``cfg_normalization`` c > 0: the guided velocity is scaled down to ``c·‖v_cond‖`` when it is longer
+  (norms over the whole image);
+- ``cfg_truncation`` τ < 1: no guidance (``v = v_cond``) while ``1 − σ > τ``.
 """
 
 from __future__ import annotations
@@ -27,9 +32,25 @@ class ZImageAdapter(FlowModelAdapter):
     required_components = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
     block_lists = ("noise_refiner", "context_refiner", "layers")
 
-    def __init__(self, pipe, max_sequence_length: int = 512, quantize_timesteps: bool = False, **guidance_options):
+    #: settings a model folder's ``mixgrpo.json`` may record for this adapter
+    recorded_options = ("cfg_normalization", "cfg_truncation")
+
+    def __init__(self, pipe, max_sequence_length: int = 512, quantize_timesteps: bool = False,
+                 cfg_normalization: float = 0.0, cfg_truncation: float = 1.0, **guidance_options):
         super().__init__(pipe, quantize_timesteps, **guidance_options)
         self.max_sequence_length = max_sequence_length
+        self.cfg_normalization, self.cfg_truncation = float(cfg_normalization), float(cfg_truncation)
+
+    def combine_guidance(self, v_cond: Tensor, v_uncond: Tensor, sigma: Tensor) -> Tensor:
+        v = super().combine_guidance(v_cond, v_uncond, sigma)
+        if self.cfg_normalization > 0:
+            limit = self.cfg_normalization * v_cond.flatten(1).norm(dim=1)
+            length = v.flatten(1).norm(dim=1)
+            v = v * torch.where(length > limit, limit / length, torch.ones_like(length)).view(-1, 1, 1, 1)
+        if self.cfg_truncation < 1:
+            unguided = (1 - sigma.float()) > self.cfg_truncation
+            v = torch.where(unguided.view(-1, 1, 1, 1), v_cond, v)
+        return v
 
     @property
     def hidden_size(self) -> int:

@@ -24,25 +24,28 @@ def zimage_dir(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("guidance_scale", [0.0, 3.0])
-def test_zimage_adapter_ode_rollout_equals_zimage_pipeline(zimage_dir, guidance_scale):
-    """The pipeline's ``guidance_scale`` g is the adapter's ``cfg_scale`` 1 + g (Z-Image-Turbo: g = 0)."""
+@pytest.mark.parametrize("guidance_scale, options", [(0.0, {}), (3.0, {}),
+                                                     (3.0, {"cfg_normalization": 1.0, "cfg_truncation": 0.2})],
+                         ids=["unguided", "guided", "normalised-and-truncated"])
+def test_zimage_adapter_ode_rollout_equals_zimage_pipeline(zimage_dir, guidance_scale, options):
+    """The pipeline's ``guidance_scale`` g is the adapter's ``cfg_scale`` 1 + g (Z-Image-Turbo: g = 0); its
+    ``cfg_normalization`` and ``cfg_truncation`` are the adapter's options of those names."""
     from diffusers import ZImagePipeline
 
-    model = load_flow_model(zimage_dir, cfg_scale=1 + guidance_scale, max_sequence_length=64)
+    model = load_flow_model(zimage_dir, cfg_scale=1 + guidance_scale, max_sequence_length=64, **options)
     assert type(model).family == "Z-Image" and model.sampling_shift(64, 64) == 3.0
     pipe = ZImagePipeline.from_pretrained(str(zimage_dir))
     steps, size = 4, 64
     noise = torch.randn(2, *model.latent_shape(size, size), generator=torch.Generator().manual_seed(0))
     ref = pipe(list(PROMPTS), height=size, width=size, num_inference_steps=steps, latents=noise.clone(),
-               guidance_scale=guidance_scale, output_type="latent", max_sequence_length=64).images
+               guidance_scale=guidance_scale, output_type="latent", max_sequence_length=64, **options).images
     plan = build_plan("mixgrpo", num_steps=steps, shift=3.0, window_size=0)
     assert torch.allclose(pipe.scheduler.sigmas.double(), torch.tensor(plan.sigmas, dtype=torch.float64), atol=1e-6)
     ours = mixed_rollout(model.velocity, noise, plan, model.encode_prompts(PROMPTS)).samples
     assert (ours - ref).abs().max() <= 1e-4
 
     images = pipe(list(PROMPTS), height=size, width=size, num_inference_steps=steps, latents=noise.clone(),
-                  guidance_scale=guidance_scale, output_type="pt", max_sequence_length=64).images
+                  guidance_scale=guidance_scale, output_type="pt", max_sequence_length=64, **options).images
     assert (model.decode(ours) - images).abs().max() <= 1e-4
 
 
@@ -71,3 +74,16 @@ def test_the_lora_trains_its_attention_and_takes_comfyuis_names(zimage_dir):
     assert len(model.shard_units()) == blocks == 4  # one noise refiner, one context refiner, two joint layers
     assert model.comfyui_lora_key("layers.0.attention.to_q.lora_A.weight") == \
         "diffusion_model.layers.0.attention.to_q.lora_A.weight"
+
+
+def test_a_folder_records_its_guidance_options(zimage_dir, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "recorded"
+    shutil.copytree(zimage_dir, folder)
+    (folder / "mixgrpo.json").write_text(json.dumps({"cfg_scale": 5.0, "cfg_normalization": 1.0,
+                                                     "cfg_truncation": 0.9}))
+    model = load_flow_model(folder)
+    assert (model.cfg_scale, model.cfg_normalization, model.cfg_truncation) == (5.0, 1.0, 0.9)
+    assert load_flow_model(folder, cfg_normalization=0.0).cfg_normalization == 0.0  # what the caller says wins
