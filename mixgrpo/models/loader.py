@@ -56,10 +56,11 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     """
     index = check_model_folder(path)
     pipeline_class = index["_class_name"]
+    adapter_type = adapter_class(pipeline_class)
     from .embedded import read_settings
 
     settings = read_settings(path)  # a model trained here records its text length and guidance scale
-    for key in ("max_sequence_length", "cfg_scale", *adapter_class(pipeline_class).recorded_options):
+    for key in ("max_sequence_length", "cfg_scale", *adapter_type.recorded_options):
         if key in settings:
             adapter_options.setdefault(key, settings[key])
     import diffusers
@@ -77,6 +78,6 @@ def load_flow_model(path: str | Path, dtype: torch.dtype = torch.float32, device
     for component in pipeline.components.values():  # a transformer on the meta device stays there
         if isinstance(component, torch.nn.Module) and not (transformer_on_meta and component is pipeline.transformer):
             component.to(device)
-    adapter = adapter_class(pipeline_class)(pipeline, **adapter_options)
+    adapter = adapter_type(pipeline, **adapter_options)
     adapter.recorded_shift = settings.get("shift")
     return adapter
