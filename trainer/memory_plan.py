@@ -141,10 +141,11 @@ def folder_sizes(path, lora_rank: int) -> dict:
                 return cls.from_config(cls.load_config(str(path / component)))
             return cls(transformers.AutoConfig.from_pretrained(str(path / component)))
 
+    from mixgrpo.models.base import vae_width
     from mixgrpo.models.registry import adapter_class
 
     sizes = transformer_counts(build("transformer"), lora_rank, adapter=adapter_class(index["_class_name"]))
     vae = build("vae")
     encoders = [c for c in ("text_encoder", "text_encoder_2", "text_encoder_3") if index.get(c) and index[c][0]]
-    return sizes | {"vae": sum(p.numel() for p in vae.parameters()), "vae_channels": vae.config.block_out_channels[0],
+    return sizes | {"vae": sum(p.numel() for p in vae.parameters()), "vae_channels": vae_width(vae.config),
                     "text_encoders": sum(sum(p.numel() for p in build(c).parameters()) for c in encoders)}

@@ -33,6 +33,14 @@ GPU_DECODE_MEMORY_SHARE = 0.5
 NEGATIVE = "negative_"  # conditioning keys of the negative prompt (classifier-free guidance)
 
 
+def vae_width(config) -> int:
+    """A VAE's full-resolution channel count (its decoder's last stage): ``block_out_channels[0]``, or for a
+    Wan-style VAE (Qwen-Image's) ``base_dim · dim_mult[0]``."""
+    if "block_out_channels" in config:
+        return config["block_out_channels"][0]
+    return config["base_dim"] * config["dim_mult"][0]
+
+
 class FlowModelAdapter(ABC):
     """``encode_prompts`` → cond; ``velocity(x, σ, cond)`` → v ≈ ε − x0; ``decode`` → images in [0, 1].
 
@@ -54,6 +62,8 @@ class FlowModelAdapter(ABC):
     recorded_options: tuple[str, ...] = ()
     #: the transformer's modules a LoRA adapts (peft ``target_modules``)
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    #: whether the VAE's 2-D convolutions run channels-last (:meth:`decode`); a 3-D (video-style) VAE cannot
+    vae_channels_last: bool = True
 
     def __init__(self, pipe, quantize_timesteps: bool = False, cfg_scale: float = 1.0, negative_prompt: str = ""):
         if not (cfg_scale > 0 and math.isfinite(cfg_scale)):
@@ -64,8 +74,8 @@ class FlowModelAdapter(ABC):
         self.network = self.transformer
         self.reference_network = None  # a frozen copy for a full fine-tune's KL (keep_reference_copy)
         self.vae = pipe.vae
-        # channels-last convolutions: see decode(); ``.to(device/dtype)`` keeps the layout
-        self.vae.to(memory_format=torch.channels_last)
+        if self.vae_channels_last:  # channels-last convolutions: see decode(); ``.to(device/dtype)`` keeps the layout
+            self.vae.to(memory_format=torch.channels_last)
         self.quantize_timesteps = quantize_timesteps
         self.cfg_scale = float(cfg_scale)
         self.negative_prompt = negative_prompt
@@ -251,10 +261,18 @@ class FlowModelAdapter(ABC):
         chunk = self.decode_batch(latents)
         if len(latents) > chunk:
             return torch.cat([self.decode(part) for part in latents.split(chunk)])
+        return self.decode_chunk(latents)
+
+    def decode_chunk(self, latents: Tensor) -> Tensor:
+        """:meth:`decode` of latents decoded at once (a model with its own latent codec overrides this and :meth:`encode`)."""
         cfg = self.vae.config
         z = latents.to(self.vae.dtype) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
         z = z.contiguous(memory_format=torch.channels_last)
         return (self.vae.decode(z).sample.float() / 2 + 0.5).clamp(0, 1).contiguous()
+
+    @property
+    def vae_width(self) -> int:
+        return vae_width(self.vae.config)
 
     def decode_batch(self, latents: Tensor) -> int:
         """Latents decoded at once: ``CPU_DECODE_BATCH`` on a CPU; on a GPU as many as fit in
@@ -267,7 +285,7 @@ class FlowModelAdapter(ABC):
         if latents.device.type != "cuda":
             return CPU_DECODE_BATCH
         height, width = latents.shape[-2] * self.vae_scale, latents.shape[-1] * self.vae_scale
-        per_image = 4 * self.vae.config.block_out_channels[0] * height * width * self.vae.dtype.itemsize
+        per_image = 4 * self.vae_width * height * width * self.vae.dtype.itemsize
         free, _ = torch.cuda.mem_get_info(latents.device)
         return max(1, int(free * GPU_DECODE_MEMORY_SHARE // per_image))
 

@@ -13,7 +13,7 @@ import importlib
 from ..errors import ModelLoadError
 
 #: the modules whose import registers the built-in adapters (imported on first use: diffusers is heavy)
-BUILT_IN = ("mixgrpo.models.flux", "mixgrpo.models.sd3", "mixgrpo.models.zimage")
+BUILT_IN = ("mixgrpo.models.flux", "mixgrpo.models.sd3", "mixgrpo.models.zimage", "mixgrpo.models.qwenimage")
 
 _ADAPTERS: dict[str, type] = {}
 

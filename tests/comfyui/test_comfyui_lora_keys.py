@@ -48,24 +48,37 @@ with torch.device("meta"):
 """ + "{load_and_report}"
 
 
-def test_flux_dev_lora_export_is_fully_mapped_by_comfyui(tmp_path):
-    from diffusers import FluxTransformer2DModel
+def exported_modules(build_transformer, targets, key=None) -> dict:
+    """The trainer's ComfyUI export of a LoRA on ``targets`` of the transformer ``build_transformer()`` makes (on the
+    meta device: only the names matter)."""
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     with torch.device("meta"):
-        transformer = FluxTransformer2DModel(**FLUX_DEV)
-        transformer.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
-                                adapter_name="mixgrpo")
+        transformer = build_transformer()
+        transformer.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=list(targets)), adapter_name="mixgrpo")
     names = list(get_peft_model_state_dict(transformer, adapter_name="mixgrpo"))
-    exported = comfyui_lora_state_dict({n: torch.zeros(1) for n in names}, alpha=64.0)
-    modules = {k.rsplit(".", 1)[0] for k in exported if k.endswith(".alpha")}
-    assert len(modules) == 19 * 4 + 38 * 3  # double: q, k, v, out; single: q, k, v
-    (tmp_path / "keys.json").write_text(json.dumps(sorted(exported)))
+    options = {} if key is None else {"key": key}
+    return comfyui_lora_state_dict({n: torch.zeros(1) for n in names}, alpha=64.0, **options)
 
-    done = run_in_comfyui(COMFY_SIDE.format(keys=str(tmp_path / "keys.json"), load_and_report=LOAD_AND_REPORT))
+
+def comfyui_loads(tmp_path, comfy_side: str, exported: dict) -> tuple[set, dict]:
+    """The LoRA modules of ``exported``, and what ComfyUI's key map made of them (``comfy_side`` builds ``model``)."""
+    modules = {k.rsplit(".", 1)[0] for k in exported if k.endswith(".alpha")}
+    (tmp_path / "keys.json").write_text(json.dumps(sorted(exported)))
+    done = run_in_comfyui(comfy_side.format(keys=str(tmp_path / "keys.json"), load_and_report=LOAD_AND_REPORT))
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return modules, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_flux_dev_lora_export_is_fully_mapped_by_comfyui(tmp_path):
+    from diffusers import FluxTransformer2DModel
+
+    from mixgrpo.models.flux import FluxAdapter
+
+    exported = exported_modules(lambda: FluxTransformer2DModel(**FLUX_DEV), FluxAdapter.lora_targets)
+    modules, result = comfyui_loads(tmp_path, COMFY_SIDE, exported)
+    assert len(modules) == 19 * 4 + 38 * 3  # double: q, k, v, out; single: q, k, v
     assert result["unloaded"] == []
     assert result["patches"] == len(modules)
     assert all(t.startswith("diffusion_model.") for t in result["targets"])
@@ -88,22 +101,36 @@ def test_zimage_lora_export_is_fully_mapped_by_comfyui(tmp_path):
     """Z-Image's real sizes (30 joint layers, 2 + 2 refiners, width 3840) on the meta device; ComfyUI 0.3.75 maps
     Z-Image LoRAs by ``diffusion_model.<diffusers module path>``, which the adapter's names are."""
     from diffusers import ZImageTransformer2DModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
 
     from mixgrpo.models.zimage import ZImageAdapter
 
-    with torch.device("meta"):
-        transformer = ZImageTransformer2DModel()  # its defaults are Z-Image's
-        transformer.add_adapter(LoraConfig(r=64, lora_alpha=64, target_modules=list(ZImageAdapter.lora_targets)),
-                                adapter_name="mixgrpo")
-    names = list(get_peft_model_state_dict(transformer, adapter_name="mixgrpo"))
-    exported = comfyui_lora_state_dict({n: torch.zeros(1) for n in names}, alpha=64.0, key=ZImageAdapter.comfyui_lora_key)
-    modules = {k.rsplit(".", 1)[0] for k in exported if k.endswith(".alpha")}
+    exported = exported_modules(ZImageTransformer2DModel, ZImageAdapter.lora_targets,  # its defaults are Z-Image's
+                                key=ZImageAdapter.comfyui_lora_key)
+    modules, result = comfyui_loads(tmp_path, ZIMAGE_SIDE, exported)
     assert len(modules) == (30 + 2 + 2) * 4  # every block: q, k, v, out
-    (tmp_path / "keys.json").write_text(json.dumps(sorted(exported)))
-
-    done = run_in_comfyui(ZIMAGE_SIDE.format(keys=str(tmp_path / "keys.json"), load_and_report=LOAD_AND_REPORT))
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["unloaded"] == [] and result["patches"] == len(modules)
+
+
+QWEN_SIDE = """
+import json, logging, torch
+import comfy.supported_models, comfy.model_base, comfy.lora
+keys = json.loads(open({keys!r}).read())
+unet_config = {{"image_model": "qwen_image", "in_channels": 64, "num_layers": 60}}
+with torch.device("meta"):
+    model = comfy.model_base.QwenImage(comfy.supported_models.QwenImage(unet_config), device=torch.device("meta"))
+""" + "{load_and_report}"
+
+
+def test_qwenimage_lora_export_is_fully_mapped_by_comfyui(tmp_path):
+    """Qwen-Image's real sizes (60 blocks, width 3072) on the meta device; ComfyUI 0.3.75 takes Qwen-Image LoRAs
+    under ``transformer.<diffusers module path>``."""
+    from diffusers import QwenImageTransformer2DModel
+
+    from mixgrpo.models.qwenimage import QwenImageAdapter
+
+    exported = exported_modules(QwenImageTransformer2DModel, QwenImageAdapter.lora_targets,  # defaults: Qwen-Image's
+                                key=QwenImageAdapter.comfyui_lora_key)
+    modules, result = comfyui_loads(tmp_path, QWEN_SIDE, exported)
+    assert len(modules) == 60 * 4  # every block: q, k, v, out
+    assert result["unloaded"] == [] and result["patches"] == len(modules)
+    assert all(t.startswith("diffusion_model.transformer_blocks.") for t in result["targets"])

@@ -14,14 +14,16 @@ pytestmark = pytest.mark.trainer
 
 def tiny_folder(family: str, root):
     from mixgrpo.models.tiny import build_tiny_flux, build_tiny_sd3
+    from mixgrpo.models.tiny_qwenimage import build_tiny_qwenimage
     from mixgrpo.models.tiny_zimage import build_tiny_zimage
 
-    builders = {"FLUX.1": build_tiny_flux, "SD3 / SD3.5": build_tiny_sd3, "Z-Image": build_tiny_zimage}
+    builders = {"FLUX.1": build_tiny_flux, "SD3 / SD3.5": build_tiny_sd3, "Z-Image": build_tiny_zimage,
+                "Qwen-Image": build_tiny_qwenimage}
     builders[family](root / "model")
     return root / "model"
 
 
-@pytest.fixture(scope="module", params=["FLUX.1", "SD3 / SD3.5", "Z-Image"])
+@pytest.fixture(scope="module", params=["FLUX.1", "SD3 / SD3.5", "Z-Image", "Qwen-Image"])
 def model_folder(request, tmp_path_factory):
     return request.param, tiny_folder(request.param, tmp_path_factory.mktemp("model"))
 
