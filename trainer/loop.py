@@ -47,7 +47,7 @@ def with_model_defaults(cfg: TrainConfig, model) -> TrainConfig:
 
     if cfg.shift is not None:
         return cfg
-    return dataclasses.replace(cfg, shift=model.sampling_shift(cfg.resolution, cfg.resolution))
+    return dataclasses.replace(cfg, shift=model.sampling_shift(cfg.resolution, cfg.resolution, cfg.steps))
 
 
 def resolve_device(cfg: TrainConfig) -> str:

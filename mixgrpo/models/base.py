@@ -157,8 +157,9 @@ class FlowModelAdapter(ABC):
     #: the σ-grid shift the model was trained for when its folder records one (``mixgrpo.json``), else None
     recorded_shift: float | None = None
 
-    def sampling_shift(self, height: int, width: int) -> float:
-        """The model's own σ-grid shift ``s`` for an image of this size (``σ = s·t / (1 + (s − 1)·t)``): the one its
+    def sampling_shift(self, height: int, width: int, steps: int | None = None) -> float:
+        """The model's own σ-grid shift ``s`` for an image of this size sampled in ``steps`` steps
+        (``σ = s·t / (1 + (s − 1)·t)``): the one its
         folder records, else its scheduler's: with dynamic shifting ``s = e^μ``, μ linear in the image's tokens
         between ``base_shift`` at ``base_image_seq_len`` and ``max_shift`` at ``max_image_seq_len``
         (FLUX: 0.5 at 256 tokens, 1.15 at 4096), else the scheduler's fixed ``shift``."""

@@ -13,7 +13,8 @@ import importlib
 from ..errors import ModelLoadError
 
 #: the modules whose import registers the built-in adapters (imported on first use: diffusers is heavy)
-BUILT_IN = ("mixgrpo.models.flux", "mixgrpo.models.sd3", "mixgrpo.models.zimage", "mixgrpo.models.qwenimage")
+BUILT_IN = ("mixgrpo.models.flux", "mixgrpo.models.sd3", "mixgrpo.models.zimage", "mixgrpo.models.qwenimage",
+            "mixgrpo.models.flux2")
 
 _ADAPTERS: dict[str, type] = {}
 

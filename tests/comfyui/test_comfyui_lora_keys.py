@@ -134,3 +134,32 @@ def test_qwenimage_lora_export_is_fully_mapped_by_comfyui(tmp_path):
     assert len(modules) == 60 * 4  # every block: q, k, v, out
     assert result["unloaded"] == [] and result["patches"] == len(modules)
     assert all(t.startswith("diffusion_model.transformer_blocks.") for t in result["targets"])
+
+
+FLUX2_SIDE = """
+import json, logging, torch
+import comfy.supported_models, comfy.model_base, comfy.lora
+keys = json.loads(open({keys!r}).read())
+unet_config = {{"image_model": "flux2", "axes_dim": [32, 32, 32, 32], "num_heads": 48, "mlp_ratio": 3.0, "theta": 2000,
+               "out_channels": 128, "global_modulation": True, "vec_in_dim": None, "mlp_silu_act": True,
+               "qkv_bias": False, "ops_bias": False, "default_ref_method": "index", "ref_index_scale": 10.0,
+               "patch_size": 1, "in_channels": 128, "hidden_size": 6144, "context_in_dim": 15360, "depth": 8,
+               "depth_single_blocks": 48, "guidance_embed": True}}
+with torch.device("meta"):
+    model = comfy.model_base.Flux2(comfy.supported_models.Flux2(unet_config), device=torch.device("meta"))
+""" + "{load_and_report}"
+
+
+def test_flux2_dev_lora_export_is_fully_mapped_by_comfyui(tmp_path):
+    """FLUX.2 [dev]'s real sizes (8 double, 48 single blocks, width 6144) on the meta device, with the unet config
+    ComfyUI 0.3.75 detects for it. Its key map takes the double blocks' diffusers names; the single blocks' fused
+    projection goes out under BFL's name (``single_blocks.N.linear1``)."""
+    from diffusers import Flux2Transformer2DModel
+
+    from mixgrpo.models.flux2 import Flux2Adapter
+
+    exported = exported_modules(Flux2Transformer2DModel, Flux2Adapter.lora_targets,  # defaults: FLUX.2 [dev]'s
+                                key=Flux2Adapter.comfyui_lora_key)
+    modules, result = comfyui_loads(tmp_path, FLUX2_SIDE, exported)
+    assert len(modules) == 8 * 4 + 48  # double: q, k, v, out; single: the fused q, k, v and MLP input
+    assert result["unloaded"] == [] and result["patches"] == len(modules)
