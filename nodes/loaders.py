@@ -47,7 +47,7 @@ def load_pipeline_for_comfy(model_name: str, lora: str, strength: float):
                              f"models. Load {family} with ComfyUI's stock loaders; the MixGRPO Sampler samples it.")
     adapter = load_flow_model(path)
     if lora:
-        merged = load_and_merge(adapter.transformer.state_dict(), lora, strength)
+        merged = load_and_merge(adapter.transformer.state_dict(), lora, strength, adapter)
         adapter.transformer.load_state_dict(merged)
     shift = float(read_settings(path).get("shift", 3.0))
     return COMFY_MODEL_BUILDERS[family](adapter.transformer, adapter.vae.config, shift), PipelineTextEncoder(adapter), \

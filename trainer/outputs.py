@@ -26,8 +26,8 @@ def save_lora(model, folder: Path, rank: int, alpha: float, weights: dict[str, t
     folder.mkdir(parents=True, exist_ok=True)
     layers = lora_layers(model, weights)
     type(model.pipe).save_lora_weights(str(folder), transformer_lora_layers=layers)
-    save_comfyui_lora(layers, folder / "comfyui_lora.safetensors", alpha, model.comfyui_lora_key)
-    (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": alpha,
+    save_comfyui_lora(layers, folder / "comfyui_lora.safetensors", alpha, model.comfyui_lora_key, model.family)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": alpha, "family": model.family,
                                                              "target_modules": list(model.lora_targets)}))
     return folder
 
@@ -50,12 +50,13 @@ def comfyui_lora_state_dict(peft_layers: dict[str, torch.Tensor], alpha: float,
 
 
 def save_comfyui_lora(layers: dict[str, torch.Tensor], path: Path, alpha: float,
-                      key=FlowModelAdapter.comfyui_lora_key) -> Path:
+                      key=FlowModelAdapter.comfyui_lora_key, family: str | None = None) -> Path:
+    """The ComfyUI export; its metadata records the architecture (``family``) for the loader's check."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(comfyui_lora_state_dict(layers, alpha, key), str(path), metadata={"format": "comfyui-lora",
-                                                                                "alpha": str(alpha)})
+    metadata = {"format": "comfyui-lora", "alpha": str(alpha)} | ({"family": family} if family else {})
+    save_file(comfyui_lora_state_dict(layers, alpha, key), str(path), metadata=metadata)
     return path
 
 
@@ -103,6 +104,17 @@ def export_to_comfyui(result: Path, comfyui: Path, run_name: str, full: bool) ->
 
 
 def load_lora_into(model, folder: Path) -> None:
-    """Load a run's LoRA onto a freshly loaded model (for evaluation)."""
+    """Load a run's LoRA onto a freshly loaded model (for evaluation): one clear error when it was trained on
+    another architecture (recorded in ``adapter_config.json``) or when any of its modules is not in the model."""
+    from safetensors import safe_open
+
+    from mixgrpo.models.lora_merge import check_lora_family, check_lora_modules
+
+    settings = folder / "adapter_config.json"
+    if settings.is_file():
+        check_lora_family(json.loads(settings.read_text()).get("family"), model.family)
+    with safe_open(str(folder / "pytorch_lora_weights.safetensors"), framework="pt") as reader:
+        modules = {model.lora_module(k.rsplit(".lora_", 1)[0]) for k in reader.keys() if ".lora_" in k}
+    check_lora_modules(modules, {name for name, _ in model.transformer.named_modules()}, model.family)
     model.pipe.load_lora_weights(str(folder), adapter_name="mixgrpo")
     torch.nn.Module.eval(model.transformer)

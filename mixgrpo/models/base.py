@@ -357,6 +357,12 @@ class FlowModelAdapter(ABC):
         ``transformer.<diffusers module path>.lora_A/B.weight`` for FLUX and SD3."""
         return peft_key if peft_key.startswith("transformer.") else f"transformer.{peft_key}"
 
+    @staticmethod
+    def lora_module(name: str) -> str:
+        """The transformer module (its diffusers path) that a module name of either LoRA export stands for: the
+        inverse of :meth:`comfyui_lora_key` on module names."""
+        return name.removeprefix("transformer.")
+
     @contextlib.contextmanager
     def reference(self):
         """Run the reference model (the KL's base): the frozen copy if one is kept, else the LoRA switched off."""

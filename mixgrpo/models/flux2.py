@@ -155,3 +155,10 @@ class Flux2Adapter(FlowModelAdapter):
             index, rest = module.removeprefix("single_transformer_blocks.").split(".attn.to_qkv_mlp_proj.")
             return f"diffusion_model.single_blocks.{index}.linear1.{rest}"
         return f"transformer.{module}"
+
+    @staticmethod
+    def lora_module(name: str) -> str:
+        if name.startswith("diffusion_model.single_blocks.") and name.endswith(".linear1"):
+            index = name.removeprefix("diffusion_model.single_blocks.").removesuffix(".linear1")
+            return f"single_transformer_blocks.{index}.attn.to_qkv_mlp_proj"
+        return name.removeprefix("transformer.")

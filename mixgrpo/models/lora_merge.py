@@ -31,18 +31,32 @@ def find_lora_file(path: str | Path) -> Path:
                          f"holding one of {', '.join(RUN_LORA_FILES)}.")
 
 
+def check_lora_family(lora_family: str | None, family: str) -> None:
+    """One clear error when a LoRA's recorded architecture (the trainer records it) is not the model's."""
+    if lora_family is not None and lora_family != family:
+        raise ModelLoadError(f"this LoRA was trained on {lora_family}, and the model is {family}: a LoRA loads only onto "
+                             "the architecture it was trained on.")
+
+
+def check_lora_modules(modules, present, family: str) -> None:
+    """One clear error when any of a LoRA's ``modules`` is not among the model's (``present``)."""
+    missing = sorted(set(modules) - set(present))
+    if missing:
+        raise ModelLoadError(f"LoRA module {missing[0]!r} is not in this {family} model ({len(missing)} of "
+                             f"{len(set(modules))} modules are not): was the LoRA trained on another model?")
+
+
 def merge_lora(weights: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], strength: float = 1.0,
-               prefix: str = "transformer.") -> dict[str, torch.Tensor]:
-    """A copy of ``weights`` (module names without ``prefix``) with every LoRA pair of ``lora`` merged in."""
+               module=lambda name: name.removeprefix("transformer."), family: str = "flow") -> dict[str, torch.Tensor]:
+    """A copy of ``weights`` (diffusers module names) with every LoRA pair of ``lora`` merged in; ``module`` maps a
+    file's module name to the transformer's (the adapter's ``lora_module``: either export's naming)."""
     merged = dict(weights)
     pairs = sorted({k[: -len(".lora_A.weight")] for k in lora if k.endswith(".lora_A.weight")})
     if not pairs:
         raise ModelLoadError("the LoRA file holds no '<module>.lora_A.weight' / '.lora_B.weight' pairs.")
+    check_lora_modules({module(name) for name in pairs}, {k.removesuffix(".weight") for k in merged}, family)
     for name in pairs:
-        module = name[len(prefix):] if name.startswith(prefix) else name
-        target = f"{module}.weight"
-        if target not in merged:
-            raise ModelLoadError(f"LoRA module {module!r} is not in this model: was the LoRA trained on another model?")
+        target = f"{module(name)}.weight"
         down, up = lora[f"{name}.lora_A.weight"].float(), lora[f"{name}.lora_B.weight"].float()
         rank = down.shape[0]
         alpha = float(lora[f"{name}.alpha"]) if f"{name}.alpha" in lora else float(rank)
@@ -51,7 +65,16 @@ def merge_lora(weights: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], 
     return merged
 
 
-def load_and_merge(weights: dict[str, torch.Tensor], path: str | Path, strength: float = 1.0) -> dict[str, torch.Tensor]:
+def load_and_merge(weights: dict[str, torch.Tensor], path: str | Path, strength: float = 1.0,
+                   adapter=None) -> dict[str, torch.Tensor]:
+    """:func:`merge_lora` of the LoRA at ``path`` (a file or a run folder) for the model of ``adapter`` (a
+    :class:`~mixgrpo.models.base.FlowModelAdapter` or its class; None: FLUX's naming, no architecture check)."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    return merge_lora(weights, load_file(str(find_lora_file(path))), strength)
+    file = find_lora_file(path)
+    if adapter is None:
+        return merge_lora(weights, load_file(str(file)), strength)
+    with safe_open(str(file), framework="pt") as reader:
+        check_lora_family((reader.metadata() or {}).get("family"), adapter.family)
+    return merge_lora(weights, load_file(str(file)), strength, module=adapter.lora_module, family=adapter.family)

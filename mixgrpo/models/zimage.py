@@ -61,6 +61,10 @@ class ZImageAdapter(FlowModelAdapter):
         """ComfyUI's Z-Image LoRA key map takes ``diffusion_model.<diffusers module path>`` (not ``transformer.``)."""
         return "diffusion_model." + peft_key.removeprefix("transformer.")
 
+    @staticmethod
+    def lora_module(name: str) -> str:
+        return name.removeprefix("diffusion_model.").removeprefix("transformer.")
+
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> dict[str, Tensor]:
         """The Qwen3 encoder's second-to-last hidden states of each chat-templated prompt, padded to

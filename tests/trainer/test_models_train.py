@@ -54,3 +54,20 @@ def test_a_lora_trains_on_policy_and_its_export_loads_back(model_folder, algo, t
         trained = saved.get(name, saved.get(f"transformer.{name}"))
         assert trained is not None and torch.equal(value.float(), trained.float()), name
     assert any(v.abs().max() > 0 for k, v in saved.items() if "lora_B" in k)  # it moved from its zero init
+
+
+def test_a_lora_of_one_architecture_is_refused_by_another_with_one_clear_error(tmp_path):
+    """The run's LoRA records its architecture; without that record, its module names decide."""
+    from mixgrpo.errors import ModelLoadError
+    from mixgrpo.models import load_flow_model
+    from trainer.outputs import load_lora_into, save_lora
+
+    zimage = load_flow_model(tiny_folder("Z-Image", tmp_path / "z"))
+    zimage.add_lora(rank=2)
+    save_lora(zimage, tmp_path / "lora", rank=2, alpha=2.0)
+    flux = load_flow_model(tiny_folder("FLUX.1", tmp_path / "f"))
+    with pytest.raises(ModelLoadError, match="trained on Z-Image, and the model is FLUX.1"):
+        load_lora_into(flux, tmp_path / "lora")
+    (tmp_path / "lora" / "adapter_config.json").unlink()
+    with pytest.raises(ModelLoadError, match=r"LoRA module '.*' is not in this FLUX.1 model \(\d+ of \d+ modules"):
+        load_lora_into(flux, tmp_path / "lora")
