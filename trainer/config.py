@@ -110,6 +110,10 @@ class TrainConfig:
     cfg_scale: float | None = _f(None, "classifier-free guidance scale of every rollout (the policy is the guided "
                                        "field; 1 = no guidance)", POSITIVE, type=float,
                                  unset="the model's own: its mixgrpo.json, else 1")
+    model_options: dict = _f({}, "an option of the model's adapter, as option=value (repeat the flag), e.g. "
+                                 "negative_prompt=blurry, guidance=3.5 (FLUX.1/FLUX.2 [dev]), cfg_normalization=1 "
+                                 "(Z-Image); in YAML a mapping; docs/models.md lists each model's",
+                             flag="--model-option", metavar="OPTION=VALUE")
     # -- algorithm -------------------------------------------------------------------------
     algo: str = _f("flash", lambda: "training algorithm: " + ", ".join(
                    f"{a.name} = {a.display_name}" for a in ALGORITHMS.values()), choices=algorithm_names)
@@ -274,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         # flags default to None so that a YAML value is only overridden by a flag that was given
         kwargs = {"help": help_text(f), "default": None, "dest": f.name}
         if isinstance(default_of(f), dict):
-            parser.add_argument(flag, action="append", metavar="REWARD.OPTION=VALUE", **kwargs)
+            parser.add_argument(flag, action="append", metavar=f.metadata.get("metavar", "REWARD.OPTION=VALUE"), **kwargs)
         elif isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
@@ -289,8 +293,12 @@ def parse_config(argv=None) -> TrainConfig:
     args.pop("dry_run")
     values = load_yaml(args.pop("config")) if args.get("config") else {}
     flagged_options = parse_reward_options(args.pop("reward_options") or [])
+    flagged_model_options = parse_model_options(args.pop("model_options") or [])
     values.update({k: v for k, v in args.items() if v is not None})
     values["reward_options"] = merge_reward_options(values.get("reward_options") or {}, flagged_options)
+    if not isinstance(values.get("model_options") or {}, dict):
+        raise ConfigError(f"model_options must be a mapping of option: value, got {values['model_options']!r}.")
+    values["model_options"] = {**(values.get("model_options") or {}), **flagged_model_options}
     types = _field_types()
     try:
         config = TrainConfig(**{k: _convert(v, types[k]) for k, v in values.items()})
@@ -323,6 +331,21 @@ def saved_config(values: dict, **overrides) -> TrainConfig:
     values = {k: None if k in LEGACY_UNSET and v == LEGACY_UNSET[k] and not isinstance(v, bool) else v
               for k, v in values.items()}
     return TrainConfig(**{**values, **overrides})
+
+
+def parse_model_options(items) -> dict:
+    """``["guidance=3.5", "negative_prompt=blurry"]`` → ``{"guidance": 3.5, "negative_prompt": "blurry"}``."""
+    options = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"model option {item!r} must read option=value, e.g. guidance=3.5.")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        options[key.strip()] = value if isinstance(parsed, (dict, list)) else parsed
+    return options
 
 
 def merge_reward_options(base: dict, override: dict) -> dict:

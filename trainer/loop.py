@@ -38,6 +38,7 @@ def check_model(cfg: TrainConfig):
 
     adapter = model_adapter_class(resolve_model_path(cfg.model))
     adapter.check_resolution(cfg.resolution, cfg.resolution)
+    adapter.check_options(cfg.model_options)
     return adapter
 
 
@@ -67,7 +68,7 @@ def load_model(cfg: TrainConfig, device: str = "cpu", transformer_on_meta: bool 
     return load_flow_model(resolve_model_path(cfg.model), dtype=compute_dtype(cfg.mixed_precision, device),
                            device=device, transformer_dtype=torch.float32 if cfg.full_finetune else None,
                            transformer_on_meta=transformer_on_meta, quantize_timesteps=cfg.quantize_timesteps,
-                           **guidance)
+                           **cfg.model_options, **guidance)
 
 
 def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Trainer:

@@ -86,6 +86,28 @@ class FlowModelAdapter(ABC):
         #: conditioning rows by prompt, in CPU memory, once :meth:`cache_prompts` ran (else None)
         self.prompt_cache: dict[str, dict[str, Tensor]] | None = None
 
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The options this model's adapter takes beside the pipeline (its and the base class's keyword
+        parameters; ``cfg_scale`` and ``quantize_timesteps`` have options of their own in the trainer)."""
+        import inspect
+
+        names = []
+        for klass in (cls, FlowModelAdapter):
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "pipe", *names):
+                    names.append(p.name)
+        return [n for n in names if n not in ("cfg_scale", "quantize_timesteps")]
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """One clear error for an option this model's adapter does not take (before anything loads)."""
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            raise ModelLoadError(f"{cls.family} takes no model option {unknown[0]!r}; its options: "
+                                 f"{', '.join(cls.option_names())} (--cfg-scale and --quantize-timesteps are options "
+                                 "of their own).")
+
     # -- placement --------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

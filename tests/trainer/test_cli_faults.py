@@ -37,6 +37,9 @@ def _fails(capsys, argv, command=main) -> str:
     (["--reward-option", "http.url=http://127.0.0.1:9/score"], "are for reward 'http', which the reward list"),
     (["--reward", "shapes,http", "--reward-option", "http.adress=x"], "reward 'http' has no option 'adress'"),
     (["--reward-option", "url"], "must read reward.option=value"),
+    (["--model-option", "guidanse=3"], "FLUX.1 takes no model option 'guidanse'; its options: guidance, "
+                                       "max_sequence_length, negative_prompt"),
+    (["--model-option", "guidance"], "model option 'guidance' must read option=value"),
     (["--group-size", "1"], "group_size must be ≥ 2"),
     (["--iterations", "0"], "iterations must lie in [1, ∞), got 0"),
     (["--resolution", "100"], "FLUX.1 needs a height and width divisible by 16 (VAE down-sampling × patch size); "

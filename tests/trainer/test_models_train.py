@@ -71,3 +71,18 @@ def test_a_lora_of_one_architecture_is_refused_by_another_with_one_clear_error(t
     (tmp_path / "lora" / "adapter_config.json").unlink()
     with pytest.raises(ModelLoadError, match=r"LoRA module '.*' is not in this FLUX.1 model \(\d+ of \d+ modules"):
         load_lora_into(flux, tmp_path / "lora")
+
+
+def test_model_options_reach_the_adapter_from_flags_and_yaml(tmp_path):
+    """``--model-option`` (or ``model_options:`` in YAML) sets what the model's adapter takes; flags win."""
+    from trainer.config import parse_config
+    from trainer.loop import check_model, load_model
+
+    folder = tiny_folder("FLUX.2 [dev]", tmp_path)
+    (tmp_path / "recipe.yaml").write_text("model_options: {guidance: 3.0, max_sequence_length: 64}\n")
+    cfg = parse_config(["--config", str(tmp_path / "recipe.yaml"), "--model", str(folder), "--resolution", "64",
+                        "--model-option", "guidance=2.5", "--model-option", "negative_prompt=blurry, dark"])
+    assert cfg.model_options == {"guidance": 2.5, "max_sequence_length": 64, "negative_prompt": "blurry, dark"}
+    check_model(cfg)
+    model = load_model(cfg)
+    assert (model.guidance, model.max_sequence_length, model.negative_prompt) == (2.5, 64, "blurry, dark")
