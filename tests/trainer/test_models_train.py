@@ -86,3 +86,19 @@ def test_model_options_reach_the_adapter_from_flags_and_yaml(tmp_path):
     check_model(cfg)
     model = load_model(cfg)
     assert (model.guidance, model.max_sequence_length, model.negative_prompt) == (2.5, 64, "blurry, dark")
+
+
+@pytest.mark.parametrize("recipe, family", [("qwen-image-lora.yaml", "Qwen-Image"), ("flux2-dev-lora.yaml", "FLUX.2 [dev]"),
+                                            ("flux2-klein-base-lora.yaml", "FLUX.2 [klein]"),
+                                            ("zimage-lora.yaml", "Z-Image")])
+def test_each_models_recipe_passes_the_models_checks(recipe, family, tmp_path):
+    """The recipe with a folder of its model's pipeline class: resolution and model options accepted before loading."""
+    from pathlib import Path
+
+    from trainer.config import parse_config
+    from trainer.loop import check_model
+
+    recipe = Path(__file__).resolve().parents[2] / "trainer" / "configs" / recipe
+    cfg = parse_config(["--config", str(recipe), "--model", str(tiny_folder(family, tmp_path))])
+    assert check_model(cfg).family == family.split(" [")[0]
+    assert cfg.mixed_precision == "bf16" and cfg.resolution % check_model(cfg).resolution_multiple == 0
