@@ -1,4 +1,5 @@
-"""Load MixGRPO Model: MODEL, CLIP and VAE from a diffusers-layout FLUX folder, with a trainer LoRA."""
+"""Load MixGRPO Model: MODEL, CLIP and VAE from a diffusers-layout folder (FLUX.1, FLUX.2, Qwen-Image, Z-Image),
+with a trainer LoRA."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from pathlib import Path
 from mixgrpo.errors import ModelLoadError
 from mixgrpo.models import load_flow_model
 from mixgrpo.models.loader import model_adapter_class
-from mixgrpo.models.embedded import EMBEDDED_DIR, read_settings
+from mixgrpo.models.embedded import EMBEDDED_DIR
 from mixgrpo.models.lora_merge import load_and_merge
 
 from ._api import CATEGORY, folder_paths, io
-from ._comfy_models import COMFY_MODEL_BUILDERS, PipelineTextEncoder, PipelineVAE
+from ._comfy_models import COMFY_FAMILIES, PipelineTextEncoder, PipelineVAE
 
 EMBEDDED = "embedded (shapes-flux-tiny)"
 NO_LORA = "none"
@@ -42,16 +43,18 @@ def load_pipeline_for_comfy(model_name: str, lora: str, strength: float):
     """``(MODEL, CLIP, VAE)`` for the folder ``model_name`` with ``lora`` (path or None) merged at ``strength``."""
     path = resolve_model(model_name)
     family = model_adapter_class(path).family
-    if family not in COMFY_MODEL_BUILDERS:  # before any weight is read
-        raise ModelLoadError(f"{path} holds a {family} pipeline; Load MixGRPO Model builds {', '.join(COMFY_MODEL_BUILDERS)} "
+    if family not in COMFY_FAMILIES:  # before any weight is read
+        raise ModelLoadError(f"{path} holds a {family} pipeline; Load MixGRPO Model builds {', '.join(COMFY_FAMILIES)} "
                              f"models. Load {family} with ComfyUI's stock loaders; the MixGRPO Sampler samples it.")
     adapter = load_flow_model(path)
     if lora:
         merged = load_and_merge(adapter.transformer.state_dict(), lora, strength, adapter)
         adapter.transformer.load_state_dict(merged)
-    shift = float(read_settings(path).get("shift", 3.0))
-    return COMFY_MODEL_BUILDERS[family](adapter.transformer, adapter.vae.config, shift), PipelineTextEncoder(adapter), \
-        PipelineVAE(adapter.vae)
+    comfy = COMFY_FAMILIES[family]
+    # the σ-grid shift the MODEL samples with: the folder's recorded one, else the model's own at 1024² and 28 steps
+    # (ComfyUI's ModelSamplingFlux / ModelSamplingSD3 nodes change it)
+    model_config, model = comfy.model(adapter, adapter.sampling_shift(1024, 1024, 28))
+    return model, PipelineTextEncoder(adapter, comfy.conditioning), PipelineVAE(adapter, model_config.latent_format)
 
 
 class LoadMixGRPOModel(io.ComfyNode):
@@ -61,11 +64,13 @@ class LoadMixGRPOModel(io.ComfyNode):
             node_id="LoadMixGRPOModel",
             display_name="Load MixGRPO Model",
             category=f"{CATEGORY}/loaders",
-            description="MODEL, CLIP and VAE from a diffusers-layout FLUX folder (the embedded shapes model, or a "
-                        "folder in models/diffusers), with an optional LoRA from the MixGRPO trainer.",
+            description="MODEL, CLIP and VAE from a diffusers-layout folder of FLUX.1, FLUX.2, Qwen-Image or Z-Image (the "
+                        "embedded shapes model, or a folder in models/diffusers), with an optional LoRA from the "
+                        "MixGRPO trainer.",
             inputs=[
                 io.Combo.Input("model", options=model_choices(), default=EMBEDDED,
-                               tooltip="A diffusers FluxPipeline folder from models/diffusers, or the embedded model."),
+                               tooltip="A diffusers pipeline folder from models/diffusers (FLUX.1, FLUX.2, Qwen-Image, "
+                                       "Z-Image), or the embedded model."),
                 io.Combo.Input("lora_name", options=[NO_LORA, *folder_paths.get_filename_list("loras")],
                                default=NO_LORA, tooltip="A LoRA from models/loras (e.g. exported by the trainer)."),
                 io.String.Input("lora_path", default="", optional=True,

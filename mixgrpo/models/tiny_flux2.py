@@ -67,7 +67,7 @@ def build_tiny_flux2(path: str | Path | None, variant: str = "dev", cfg: TinyCon
     transformer = Flux2Transformer2DModel(
         patch_size=1, in_channels=128, num_layers=cfg.double_blocks, num_single_layers=cfg.single_blocks,
         attention_head_dim=head_dim, num_attention_heads=cfg.heads, joint_attention_dim=3 * cfg.text_dim,
-        timestep_guidance_channels=32, axes_dims_rope=(head_dim // 4,) * 4, guidance_embeds=variant == "dev")
+        timestep_guidance_channels=256, axes_dims_rope=(head_dim // 4,) * 4, guidance_embeds=variant == "dev")
     levels = len(cfg.vae_channels)
     vae = AutoencoderKLFlux2(block_out_channels=cfg.vae_channels, down_block_types=("DownEncoderBlock2D",) * levels,
                              up_block_types=("UpDecoderBlock2D",) * levels, layers_per_block=1, latent_channels=32,

@@ -125,7 +125,7 @@ except Exception as e:
 print(json.dumps({{"error": error}}))
 """)
     assert r["error"] == (f"ModelLoadError: {tmp_path / 'sd3'} holds a SD3 / SD3.5 pipeline; Load MixGRPO Model builds "
-                          "FLUX.1 models. Load SD3 / SD3.5 with ComfyUI's stock loaders; the MixGRPO Sampler samples it.")
+                          "FLUX.1, Qwen-Image, Z-Image, FLUX.2 models. Load SD3 / SD3.5 with ComfyUI's stock loaders; the MixGRPO Sampler samples it.")
 
 
 def test_a_registered_algorithm_and_window_strategy_reach_the_visualiser_node():
