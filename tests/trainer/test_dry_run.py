@@ -121,3 +121,18 @@ def test_a_dry_run_plans_any_supported_model(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
         "error: Z-Image needs a height and width divisible by 16 (VAE down-sampling × patch size); got 72×72. "
         "Try 64×64.")
+
+
+@pytest.mark.parametrize("builder", ["qwenimage", "flux2"])
+def test_a_dry_run_counts_qwen_image_and_flux2_from_their_folders(builder, tmp_path):
+    """Their text encoders (Qwen2.5-VL, Mistral 3) and VAEs (3-D; batch-normed) are counted from config files."""
+    import importlib
+
+    from trainer.run import main
+
+    getattr(importlib.import_module(f"mixgrpo.models.tiny_{builder}"), f"build_tiny_{builder}")(tmp_path / "model")
+    plan = main(["--dry-run", "--model", str(tmp_path / "model"), "--resolution", "64",
+                 "--run-dir", str(tmp_path / "runs")])["plan"]
+    out = "\n".join(plan)
+    assert re.search(r"model: transformer [\d.]+ M parameters in 2 blocks; trains LoRA rank 32: [\d.]+ M; text "
+                     r"encoders 0\.[1-9] M, VAE 0\.[1-9] M", out), out
