@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mixgrpo import build_plan, mixed_rollout  # noqa: E402
 from mixgrpo.models import load_flow_model  # noqa: E402
+from masked_text import check_masked_rows_cache_and_batch  # noqa: E402
 
 pytestmark = pytest.mark.models
 PROMPTS = ["a red circle", "two blue squares above a green triangle"]
@@ -50,18 +51,7 @@ def test_zimage_adapter_ode_rollout_equals_zimage_pipeline(zimage_dir, guidance_
 
 
 def test_cached_rows_of_any_length_batch_together_and_each_image_keeps_its_tokens(zimage_dir):
-    model = load_flow_model(zimage_dir, max_sequence_length=64)
-    cond = model.encode_prompts(PROMPTS)
-    assert cond["prompt_embeds"].shape[:2] == (2, 64) and cond["prompt_mask"].sum(1).tolist()[0] < 64
-    model.cache_prompts(PROMPTS, release=False)
-    cached = model.encode_prompts([PROMPTS[1], PROMPTS[0]])
-    assert torch.equal(cached["prompt_mask"], cond["prompt_mask"].flip(0))
-    x = torch.randn(2, *model.latent_shape(64, 64))
-    sigma = torch.tensor([0.7, 0.3])
-    together = model.velocity(x, sigma, cond)
-    alone = torch.cat([model.velocity(x[i:i + 1], sigma[i:i + 1], {k: v[i:i + 1] for k, v in cond.items()})
-                       for i in range(2)])
-    assert (together - alone).abs().max() <= 1e-5
+    check_masked_rows_cache_and_batch(load_flow_model(zimage_dir, max_sequence_length=64), PROMPTS)
 
 
 def test_the_lora_trains_its_attention_and_takes_comfyuis_names(zimage_dir):
