@@ -36,8 +36,49 @@ def register_reward_folders() -> list[str]:
     return folders
 
 
+def comfyui_version() -> str:
+    """The installed ComfyUI's version (``comfyui_version.py``), as errors name it."""
+    try:
+        from comfyui_version import __version__
+    except ImportError:
+        return "(version unknown)"
+    return __version__
+
+
+class MissingComfyPiece(RuntimeError):
+    """The installed ComfyUI lacks something the pack uses (a renamed or removed attribute)."""
+
+
+def comfy_piece(module, name: str):
+    """``module.name`` of the installed ComfyUI, or one error that names the version and the missing piece."""
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise MissingComfyPiece(f"ComfyUI {comfyui_version()} has no {module.__name__}.{name}, which the MixGRPO pack "
+                                "needs (tested with ComfyUI 0.3.75; docs/comfyui.md lists the versions).") from None
+
+
 class NotAFlowModel(ValueError):
-    """The model does not sample a rectified flow (its model sampling is not CONST)."""
+    """The model does not sample a noise-to-image rectified flow (its model sampling is not plain CONST)."""
+
+
+#: the methods that make a model sampling a noise-to-image flow when they are CONST's own
+FLOW_METHODS = ("calculate_input", "calculate_denoised", "noise_scaling", "inverse_noise_scaling")
+
+
+def sampling_type_that_is_not_a_flow(model_sampling) -> str | None:
+    """None for a noise-to-image flow (CONST and nothing that redefines how it noises or denoises), else the name
+    of the sampling type that makes it something else: EPS / V-prediction, or a CONST subclass of a newer ComfyUI
+    such as an image-to-image flow."""
+    const = comfy_piece(comfy.model_sampling, "CONST")
+    if not isinstance(model_sampling, const):
+        return type(model_sampling).__name__
+    for klass in type(model_sampling).__mro__:
+        if klass is const:
+            return None
+        if any(method in vars(klass) for method in FLOW_METHODS):
+            return klass.__name__
+    return None
 
 
 def model_sampling_of(denoiser_model):
@@ -51,19 +92,25 @@ def flow_shift(model_sampling) -> float | None:
     ComfyUI's FLUX sampling stores μ with ``σ(t) = e^μ / (e^μ + 1/t − 1)``, the same curve with
     ``s = e^μ``. Raises :class:`NotAFlowModel` for EPS / V-prediction models.
     """
-    if not isinstance(model_sampling, comfy.model_sampling.CONST):
+    kind = sampling_type_that_is_not_a_flow(model_sampling)
+    if kind is not None:
         raise NotAFlowModel(
-            f"MixGRPO Sampler needs a flow-matching model (CONST model sampling: FLUX, SD3, …); this model "
-            f"uses {type(model_sampling).__name__}. Use a stock sampler for it, or load a FLUX / SD3 model.")
-    if isinstance(model_sampling, comfy.model_sampling.ModelSamplingFlux):
+            f"MixGRPO Sampler needs a flow-matching model that samples from noise (CONST model sampling: FLUX, SD3, "
+            f"…); this model uses {kind}. Use a stock sampler for it, or load a FLUX / SD3 model.")
+    if isinstance(model_sampling, comfy_piece(comfy.model_sampling, "ModelSamplingFlux")):
         return math.exp(float(model_sampling.shift))
     shift = getattr(model_sampling, "shift", None)
     return None if shift is None else float(shift)
 
 
+def noise_scale(model_sampling) -> float:
+    """The factor a model's sampling puts on its noise (newer ComfyUI's ``noise_scale``; 1 where there is none)."""
+    return float(getattr(model_sampling, "noise_scale", 1.0))
+
+
 def ksampler(function, **options):
     """A ComfyUI ``SAMPLER`` object around ``function(model, x, sigmas, extra_args, callback, disable, **options)``."""
-    return comfy.samplers.KSAMPLER(function, extra_options=options)
+    return comfy_piece(comfy.samplers, "KSAMPLER")(function, extra_options=options)
 
 
 def check_interrupted() -> None:

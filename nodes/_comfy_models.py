@@ -29,12 +29,32 @@ import comfy.utils
 
 from mixgrpo.errors import ModelLoadError
 
+from ._api import comfy_piece, comfyui_version
 
-def patcher(model_config, weights: dict, unused: tuple[str, ...] = ()) -> comfy.model_patcher.ModelPatcher:
+
+def unet_config(weights: dict, **sizes) -> dict:
+    """ComfyUI's own reading of ``weights`` (``detect_unet_config``: every field the installed version's network
+    takes), with the sizes it cannot read from weights (heads, rotary axes) given by the diffusers config."""
+    detected = comfy_piece(comfy.model_detection, "detect_unet_config")(weights, "")
+    if detected is None:
+        raise ModelLoadError(f"ComfyUI {comfyui_version()} does not recognise this model's weights.")
+    return {**detected, **sizes}
+
+
+def model_patcher_class():
+    """The patcher stock loaders build: ``CoreModelPatcher`` where ComfyUI has it (dynamic VRAM), else ``ModelPatcher``."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", None) or comfy_piece(comfy.model_patcher, "ModelPatcher")
+
+
+def patcher(model_config, weights: dict, unused: tuple[str, ...] = ()):
     """A ComfyUI ``MODEL`` of ``model_config`` holding ``weights`` (ComfyUI's names), float32; ``unused``: weights
     ComfyUI's network has but never reads for this family."""
     model_config.set_inference_dtype(torch.float32, None)
-    model = model_config.get_model(weights, "")
+    try:
+        model = model_config.get_model(weights, "")
+    except TypeError as error:  # the network of this ComfyUI takes fields the config lacks (or lacks fields it has)
+        raise ModelLoadError(f"ComfyUI {comfyui_version()}'s {type(model_config).__name__} network does not take the "
+                             f"config the MixGRPO pack built for it: {error}") from None
     try:
         missing, unexpected = model.diffusion_model.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # a size ComfyUI's network derives otherwise (e.g. a rounded MLP width)
@@ -44,8 +64,8 @@ def patcher(model_config, weights: dict, unused: tuple[str, ...] = ()) -> comfy.
     if missing or unexpected:
         raise ModelLoadError(f"the weights do not fit ComfyUI's {type(model_config).__name__} model: missing "
                              f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}.")
-    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
-                                            offload_device=comfy.model_management.unet_offload_device())
+    return model_patcher_class()(model, load_device=comfy.model_management.get_torch_device(),
+                                 offload_device=comfy.model_management.unet_offload_device())
 
 
 def fp32_weights(transformer) -> dict:
@@ -71,25 +91,18 @@ def renamed(weights: dict, names: dict) -> dict:
 
 
 # -- FLUX.1 --------------------------------------------------------------------------------------
-def flux_unet_config(config) -> dict:
-    """ComfyUI FLUX parameters from a diffusers ``FluxTransformer2DModel`` config."""
-    return {
-        "image_model": "flux", "in_channels": config.in_channels // 4, "out_channels": config.in_channels // 4,
-        "vec_in_dim": config.pooled_projection_dim, "context_in_dim": config.joint_attention_dim,
-        "hidden_size": config.num_attention_heads * config.attention_head_dim, "mlp_ratio": 4.0,
-        "num_heads": config.num_attention_heads, "depth": config.num_layers,
-        "depth_single_blocks": config.num_single_layers, "axes_dim": list(config.axes_dims_rope), "theta": 10000,
-        "patch_size": 2, "qkv_bias": True, "guidance_embed": bool(config.guidance_embeds),
-    }
-
-
 def flux_model(adapter, shift: float):
-    model_config = comfy.supported_models.Flux(flux_unet_config(adapter.transformer.config))
+    """ComfyUI converts diffusers FLUX.1 weights itself; heads and rotary axes come from the diffusers config (its
+    detection assumes FLUX.1's 24 heads)."""
+    c = adapter.transformer.config
+    convert = comfy_piece(comfy.model_detection, "convert_diffusers_mmdit")
+    weights = convert(fp32_weights(adapter.transformer), "")
+    model_config = comfy_piece(comfy.supported_models, "Flux")(unet_config(
+        weights, num_heads=c.num_attention_heads, axes_dim=list(c.axes_dims_rope)))
     model_config.sampling_settings["shift"] = math.log(shift)  # ComfyUI's FLUX curve takes μ = ln s
     vae = adapter.vae.config
     model_config.latent_format.scale_factor = float(vae.scaling_factor)
     model_config.latent_format.shift_factor = float(vae.shift_factor or 0.0)
-    weights = comfy.model_detection.convert_diffusers_mmdit(fp32_weights(adapter.transformer), "")
     return model_config, patcher(model_config, weights)
 
 
@@ -103,15 +116,15 @@ def qwen_image_model(adapter, shift: float):
     """ComfyUI's Qwen-Image network names its weights as diffusers does; its latents are the VAE's, normalised
     per channel by the latent format (Wan 2.1's, with the folder's statistics)."""
     c = adapter.transformer.config
-    model_config = comfy.supported_models.QwenImage({
-        "image_model": "qwen_image", "patch_size": c.patch_size, "in_channels": c.in_channels,
-        "out_channels": c.out_channels, "num_layers": c.num_layers, "attention_head_dim": c.attention_head_dim,
-        "num_attention_heads": c.num_attention_heads, "joint_attention_dim": c.joint_attention_dim,
-        "axes_dims_rope": tuple(c.axes_dims_rope)})
+    weights = fp32_weights(adapter.transformer)
+    model_config = comfy_piece(comfy.supported_models, "QwenImage")(unet_config(
+        weights, patch_size=c.patch_size, out_channels=c.out_channels, attention_head_dim=c.attention_head_dim,
+        num_attention_heads=c.num_attention_heads, joint_attention_dim=c.joint_attention_dim,
+        axes_dims_rope=tuple(c.axes_dims_rope)))
     model_config.sampling_settings["shift"] = math.log(shift)
     model_config.latent_format.latents_mean = torch.tensor(adapter.vae.config.latents_mean).view(1, -1, 1, 1, 1)
     model_config.latent_format.latents_std = torch.tensor(adapter.vae.config.latents_std).view(1, -1, 1, 1, 1)
-    return model_config, patcher(model_config, fp32_weights(adapter.transformer))
+    return model_config, patcher(model_config, weights)
 
 
 def masked_conditioning(adapter, text: str):
@@ -124,18 +137,18 @@ def masked_conditioning(adapter, text: str):
 def zimage_model(adapter, shift: float):
     """ComfyUI runs Z-Image as a Lumina 2 network with Z-Image's modulation; its own map names the weights."""
     c = adapter.transformer.config
-    unet_config = {
-        "image_model": "lumina2", "patch_size": c.all_patch_size[0], "in_channels": c.in_channels, "dim": c.dim,
-        "cap_feat_dim": c.cap_feat_dim, "n_layers": c.n_layers, "n_refiner_layers": c.n_refiner_layers,
-        "qk_norm": c.qk_norm, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "axes_dims": list(c.axes_dims),
-        "axes_lens": list(c.axes_lens), "rope_theta": c.rope_theta, "ffn_dim_multiplier": 8.0 / 3.0,
-        "z_image_modulation": True, "time_scale": c.t_scale, "pad_tokens_multiple": 32}
-    model_config = comfy.supported_models.ZImage(unet_config)
+    names = comfy_piece(comfy.utils, "z_image_to_diffusers")(
+        {"n_layers": c.n_layers, "dim": c.dim, "n_refiner_layers": c.n_refiner_layers})
+    weights = renamed(fp32_weights(adapter.transformer), names)
+    model_config = comfy_piece(comfy.supported_models, "ZImage")(unet_config(
+        weights, patch_size=c.all_patch_size[0], in_channels=c.in_channels, n_refiner_layers=c.n_refiner_layers,
+        qk_norm=c.qk_norm, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, axes_dims=list(c.axes_dims),
+        axes_lens=list(c.axes_lens), rope_theta=c.rope_theta, ffn_dim_multiplier=8.0 / 3.0, z_image_modulation=True,
+        time_scale=c.t_scale, pad_tokens_multiple=32))
     model_config.sampling_settings["shift"] = shift
     vae = adapter.vae.config
     model_config.latent_format.scale_factor = float(vae.scaling_factor)
     model_config.latent_format.shift_factor = float(vae.shift_factor or 0.0)
-    weights = renamed(fp32_weights(adapter.transformer), comfy.utils.z_image_to_diffusers(unet_config))
     # Lumina 2's final norm: Z-Image's final layer norms without it (its own, weightless)
     return model_config, patcher(model_config, weights, unused=("norm_final.weight",))
 
@@ -177,17 +190,13 @@ def flux2_model(adapter, shift: float):
     """ComfyUI 0.3.75 converts no diffusers FLUX.2 weights: :func:`flux2_names` does. diffusers keeps the final
     modulation as (scale, shift), BFL as (shift, scale)."""
     c = adapter.transformer.config
-    model_config = comfy.supported_models.Flux2({
-        "image_model": "flux2", "axes_dim": list(c.axes_dims_rope), "num_heads": c.num_attention_heads,
-        "mlp_ratio": c.mlp_ratio, "theta": c.rope_theta, "out_channels": c.out_channels or c.in_channels,
-        "global_modulation": True, "vec_in_dim": None, "mlp_silu_act": True, "qkv_bias": False, "ops_bias": False,
-        "default_ref_method": "index", "ref_index_scale": 10.0, "patch_size": 1, "in_channels": c.in_channels,
-        "hidden_size": c.num_attention_heads * c.attention_head_dim, "context_in_dim": c.joint_attention_dim,
-        "depth": c.num_layers, "depth_single_blocks": c.num_single_layers, "guidance_embed": c.guidance_embeds})
-    model_config.sampling_settings["shift"] = math.log(shift)
     weights = renamed(fp32_weights(adapter.transformer), flux2_names(c.num_layers, c.num_single_layers))
     scale, shift_ = weights["final_layer.adaLN_modulation.1.weight"].chunk(2)
     weights["final_layer.adaLN_modulation.1.weight"] = torch.cat([shift_, scale])
+    model_config = comfy_piece(comfy.supported_models, "Flux2")(unet_config(
+        weights, num_heads=c.num_attention_heads, axes_dim=list(c.axes_dims_rope), mlp_ratio=c.mlp_ratio,
+        theta=c.rope_theta))
+    model_config.sampling_settings["shift"] = math.log(shift)
     return model_config, patcher(model_config, weights)
 
 

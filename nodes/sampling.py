@@ -5,7 +5,7 @@ from __future__ import annotations
 from mixgrpo.algorithm.denoiser_sampling import WindowOptions, sample_with_denoiser
 from mixgrpo.algorithm.plan import build_plan
 
-from ._api import CATEGORY, check_interrupted, flow_shift, io, ksampler, model_sampling_of
+from ._api import CATEGORY, NotAFlowModel, check_interrupted, flow_shift, io, ksampler, model_sampling_of, noise_scale
 
 SOLVERS = {"euler": "euler", "dpm++ 2m midpoint": "dpm2m", "dpm++ 2m heun": "dpm2m_heun"}
 WINDOW_BY = ("start step", "percent of schedule")
@@ -27,7 +27,13 @@ def window_inputs() -> list:
 def mixgrpo_sample(model, x, sigmas, extra_args=None, callback=None, disable=None, options=None):
     """KSAMPLER function: checks the model is a flow model, then samples with the core."""
     extra_args = extra_args or {}
-    shift = flow_shift(model_sampling_of(model))
+    sampling = model_sampling_of(model)
+    shift = flow_shift(sampling)
+    scale = noise_scale(sampling)
+    if scale != 1.0 and options.window(len(sigmas) - 1):
+        raise NotAFlowModel(f"this model scales its noise by {scale:g} ({type(sampling).__name__}); the MixGRPO "
+                            "Sampler's SDE window draws unit noise. Sample it with window_size 0 (the ODE, which "
+                            "any noise scale takes) or with a stock sampler.")
 
     def denoiser(xt, sigma):
         return model(xt, sigma, **extra_args)
@@ -49,8 +55,8 @@ class MixGRPOSampler(io.ComfyNode):
             node_id="MixGRPOSampler",
             display_name="MixGRPO Sampler",
             category=f"{CATEGORY}/sampling",
-            description="Mixed SDE/ODE sampling of flow models (FLUX, SD3): ODE everywhere except a window of "
-                        "SDE steps. Plug into SamplerCustom or SamplerCustomAdvanced.",
+            description="Mixed SDE/ODE sampling of flow models (FLUX.1, FLUX.2, SD3, Qwen-Image, Z-Image): ODE everywhere "
+                        "except a window of SDE steps. Plug into SamplerCustom or SamplerCustomAdvanced.",
             inputs=[
                 *window_inputs(),
                 io.Float.Input("eta", default=0.7, min=0.0, max=2.0, step=0.01,

