@@ -88,16 +88,13 @@ class FlowModelAdapter(ABC):
 
     @classmethod
     def option_names(cls) -> list[str]:
-        """The options this model's adapter takes beside the pipeline (its and the base class's keyword
-        parameters; ``cfg_scale`` and ``quantize_timesteps`` have options of their own in the trainer)."""
+        """The options this model's adapter takes beside the pipeline: its and the base class's keyword parameters
+        (``cfg_scale`` and ``quantize_timesteps`` are the trainer's options of their own)."""
         import inspect
 
-        names = []
-        for klass in (cls, FlowModelAdapter):
-            for p in inspect.signature(klass.__init__).parameters.values():
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in ("self", "pipe", *names):
-                    names.append(p.name)
-        return [n for n in names if n not in ("cfg_scale", "quantize_timesteps")]
+        names = [*inspect.signature(cls.__init__).parameters, *inspect.signature(FlowModelAdapter.__init__).parameters]
+        skip = ("self", "pipe", "cfg_scale", "quantize_timesteps", "guidance_options")
+        return [name for name in dict.fromkeys(names) if name not in skip]
 
     @classmethod
     def check_options(cls, options: dict) -> None:
