@@ -70,11 +70,11 @@ def load_and_merge(weights: dict[str, torch.Tensor], path: str | Path, strength:
     """:func:`merge_lora` of the LoRA at ``path`` (a file or a run folder) for the model of ``adapter`` (a
     :class:`~mixgrpo.models.base.FlowModelAdapter` or its class; None: FLUX's naming, no architecture check)."""
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
-    file = find_lora_file(path)
+    with safe_open(str(find_lora_file(path)), framework="pt") as reader:  # one read: the tensors and the record
+        recorded = (reader.metadata() or {}).get("family")
+        lora = {key: reader.get_tensor(key) for key in reader.keys()}
     if adapter is None:
-        return merge_lora(weights, load_file(str(file)), strength)
-    with safe_open(str(file), framework="pt") as reader:
-        check_lora_family((reader.metadata() or {}).get("family"), adapter.family)
-    return merge_lora(weights, load_file(str(file)), strength, module=adapter.lora_module, family=adapter.family)
+        return merge_lora(weights, lora, strength)
+    check_lora_family(recorded, adapter.family)
+    return merge_lora(weights, lora, strength, module=adapter.lora_module, family=adapter.family)
