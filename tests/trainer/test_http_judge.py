@@ -23,13 +23,23 @@ EVAL = 2     # evaluation prompts × 1 seed, scored before and after training
 
 class Judge(ThreadingHTTPServer):
     """Scores an image by its red share; answer ``k`` of the run, for ``prompt``, follows ``script(k, prompt)``:
-    ok | slow | 500 | garbage."""
+    ok | slow | 500 | garbage.
+
+    ``k`` counts connections in the order they are accepted (the order the client opened them), in the server's
+    own thread: a handler thread that a loaded machine starts late, after the client gave up on its request and
+    moved on, still answers as its place in the run says.
+    """
 
     daemon_threads = True
 
     def __init__(self, script):
         super().__init__(("127.0.0.1", 0), JudgeHandler)
-        self.script, self.count, self.lock = script, 0, threading.Lock()
+        self.script, self.count, self.lock, self.places = script, 0, threading.Lock(), {}
+
+    def process_request(self, request, client_address):
+        with self.lock:
+            self.places[id(request)], self.count = self.count, self.count + 1
+        super().process_request(request, client_address)
 
     @property
     def url(self) -> str:
@@ -40,7 +50,7 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
-            k, self.server.count = self.server.count, self.server.count + 1
+            k = self.server.places.pop(id(self.request))
         action = self.server.script(k, body["prompt"])
         if action == "slow":
             time.sleep(1.5)  # the client gave up after 0.5 s
