@@ -70,7 +70,7 @@ def cli_flags(args, folder: Path, run_dir: Path, name: str) -> list[str]:
     eval_file.write_text("a red circle\n")  # one held-out prompt, one seed: the evaluations stay short
     flags = ["--model", str(folder), "--device", args.device, "--algo", args.algo,
              "--resolution", args.resolution, "--group-size", args.group, "--prompts-per-iter", 1,
-             "--lora-rank", args.lora_rank, "--lora-alpha", args.lora_rank, "--gradient-checkpointing",
+             "--lora-rank", args.lora_rank, "--lora-alpha", args.lora_rank, "--checkpointing", "full",
              "--steps", 25, "--window", 4, "--updates-per-iter", 1, "--micro-batch", args.micro_batch,
              "--shift", 3.0, "--learning-rate", 1e-5, "--iterations", args.iterations + 1,
              "--eval-prompts", eval_file, "--eval-seeds", 1, "--checkpoint-every", 1000,

@@ -133,7 +133,7 @@ def make_trainer(model, params, algo: str, resolution: int, args):
     from trainer.iteration import Trainer
 
     cfg = TrainConfig(algo=algo, resolution=resolution, group_size=args.group, prompts_per_iter=1,
-                      lora_rank=args.lora_rank, lora_alpha=args.lora_rank, gradient_checkpointing=True,
+                      lora_rank=args.lora_rank, lora_alpha=args.lora_rank, checkpointing="full",
                       mixed_precision="bf16" if model.device.type == "cuda" else "no", steps=25, window=4,
                       updates_per_iter=1, micro_batch=args.micro_batch, shift=3.0, learning_rate=1e-5,
                       device=model.device.type)

@@ -97,7 +97,10 @@ class TrainConfig:
     lora_rank: int = _f(32, "LoRA rank on the transformer's attention projections", AT_LEAST_ONE)
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank)", POSITIVE)
     full_finetune: bool = _f(False, "train every transformer weight instead of a LoRA")
-    gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass")
+    checkpointing: str = _f("off", "recompute transformer activations in the backward pass: off | full (every block) | "
+                                   "selective (every other block) | auto (off where the activations fit in half the "
+                                   "free GPU memory, else selective, else full; off on a CPU)",
+                            choices=("off", "full", "selective", "auto"))
     mixed_precision: str = _f("no", "no | bf16 | fp16 (on a GPU: frozen weights load in it and autocast computes in "
                                     "it; trained weights stay fp32); left at no under accelerate launch: the "
                                     "launch's", choices=("no", "bf16", "fp16"))
@@ -254,10 +257,25 @@ def _field_types() -> dict[str, type]:
     return {f.name: f.metadata.get("type") or type(default_of(f)) for f in fields(TrainConfig)}
 
 
+#: keys earlier versions wrote, and the key and value they mean now
+LEGACY_KEYS = {"gradient_checkpointing": lambda on: ("checkpointing", "full" if on else "off")}
+
+
+def with_current_keys(values: dict) -> dict:
+    """``values`` with the keys earlier versions wrote (a recipe's or a saved run's) renamed to today's."""
+    out = {}
+    for key, value in values.items():
+        if key in LEGACY_KEYS:
+            key, value = LEGACY_KEYS[key](value)
+        out.setdefault(key, value)
+    return out
+
+
 def load_yaml(path: str | Path) -> dict:
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, found {type(data).__name__}.")
+    data = with_current_keys(data)
     known = _field_types()
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -283,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
             parser.add_argument(flag, type=_field_types()[f.name], choices=_choices(f), **kwargs)
+    # the earlier spelling of --checkpointing full
+    parser.add_argument("--gradient-checkpointing", dest="checkpointing", action="store_const", const="full",
+                        help=argparse.SUPPRESS)
     return parser
 
 
@@ -324,6 +345,7 @@ LEGACY_UNSET = {"cfg_scale": 0, "eta": 0, "compression": 0, "solver": "", "dance
 
 def saved_config(values: dict, **overrides) -> TrainConfig:
     """The config a run saved in its ``config.yaml`` (older runs' 0 / "" for "unset" read as unset)."""
+    values = with_current_keys(values)
     known = _field_types()
     unknown = sorted(set(values) - set(known))
     if unknown:

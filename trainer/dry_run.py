@@ -64,7 +64,7 @@ def plan_lines(cfg: TrainConfig, processes, model_path: str, device: str) -> lis
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     host = host_memory_per_node(setting, sizes, shards, per_node, reward_bytes, frozen_bytes)
     figures = phases(setting, sizes, shards, cfg.resolution, micro, mine, reward_bytes, frozen_bytes=frozen_bytes,
-                     text_tokens=text_tokens, checkpointing=cfg.gradient_checkpointing)
+                     text_tokens=text_tokens, checkpointing=cfg.checkpointing)
     uncounted = [n for n in names if n not in REWARD_PARAMS]
     lines.append(f"expected memory per process at {cfg.resolution}² (trainer/memory_plan.py): load "
                  f"{figures['load'] / GB:.2f} GB, decode {figures['decode'] / GB:.2f} GB, update "

@@ -103,8 +103,6 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Tra
         params = list(model.transformer.parameters())
     else:
         params = model.add_lora(rank=cfg.lora_rank, alpha=cfg.lora_alpha)
-    if cfg.gradient_checkpointing:
-        model.transformer.enable_gradient_checkpointing()
     if cfg.attention == "xformers":  # validated: CUDA only
         model.transformer.enable_xformers_memory_efficient_attention()
     if cfg.compile:
@@ -114,7 +112,24 @@ def build(cfg: TrainConfig, eval_prompts: list[str] = (), processes=None) -> Tra
         drawn = trainer.sampler.peek(cfg.iterations * cfg.prompts_per_iter, start=0)
         with phase("load", device):
             model.cache_prompts([prompts[i] for i in dict.fromkeys(drawn)] + list(eval_prompts))
+    set_checkpointing(cfg, model, processes)
     return trainer
+
+
+def set_checkpointing(cfg: TrainConfig, model, processes) -> str:
+    """Checkpoint the transformer's blocks as ``--checkpointing`` says, ``auto`` made concrete from the GPU memory free
+    once the model is placed and the text encoders are gone (mixgrpo/models/checkpointing.py); returns the mode."""
+    from mixgrpo.models.checkpointing import apply_checkpointing, resolve_mode
+
+    free = torch.cuda.mem_get_info(model.device)[0] if model.device.type == "cuda" else None
+    tokens = (cfg.resolution // model.vae_scale) ** 2 // model.patch_size ** 2 + getattr(model, "max_sequence_length", 0)
+    samples = cfg.micro_batch * (2 if model.guided else 1)  # classifier-free guidance doubles each forward
+    mode = resolve_mode(cfg.checkpointing, len(model.shard_units()), tokens, model.hidden_size, samples, free)
+    if cfg.checkpointing == "auto" and processes.is_main:
+        print(f"checkpointing: auto → {mode} ({samples} samples of {tokens} tokens per forward"
+              + (f", {free / 2**30:.1f} GiB free)" if free is not None else ", on a CPU)"), flush=True)
+    apply_checkpointing(model, mode)
+    return mode
 
 
 def agree_on_run_folder(processes, folder: RunFolder) -> RunFolder:

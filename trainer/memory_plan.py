@@ -18,7 +18,8 @@ Phases: **load** (on the main process, which reads the whole transformer before 
 broadcasts the shards, the VAE, the reward
 models, the text encoders until the prompts are encoded), **decode** (``4·C₀·side²·f`` bytes per
 image, in chunks of at most half the free memory), **update** (weights, AdamW, gradients, transient,
-one transition's activations ``micro_batch·(blocks·S·h·2 + 34·S·h)`` with gradient checkpointing,
+one transition's activations ``micro_batch·(blocks·S·h·2 + 34·S·h)`` with full checkpointing (others:
+mixgrpo/models/checkpointing.py),
 and AdamW's ``√v`` temporary, 4 bytes per trained parameter).
 
 **Host memory** (:func:`host_memory`): a pipeline is read into CPU memory whole, then moved to the GPU,
@@ -52,13 +53,15 @@ def trained_params(setting: str, sizes: dict, processes: int) -> float:
     return (sizes["lora"] if setting.startswith("LoRA") else sizes["params"]) / processes
 
 
-def activations(side: int, micro_batch: int, checkpointing: bool = True, blocks: int = 57, hidden: int = 3072,
+def activations(side: int, micro_batch: int, checkpointing: str = "full", blocks: int = 57, hidden: int = 3072,
                 text_tokens: int = 512) -> float:
-    """Bytes of one transition's activations for ``micro_batch`` samples at ``side``² pixels (bf16)."""
+    """Bytes of one transition's activations for ``micro_batch`` samples at ``side``² pixels (bf16), with
+    ``checkpointing`` off, full or selective (mixgrpo/models/checkpointing.py; ``auto`` is planned as full)."""
+    from mixgrpo.models.checkpointing import activation_bytes, checkpointed_count
+
+    mode = "full" if checkpointing == "auto" else checkpointing
     tokens = (side // 16) ** 2 + text_tokens
-    per_block = 34 * tokens * hidden
-    saved = blocks * tokens * hidden * 2 + per_block if checkpointing else blocks * per_block
-    return micro_batch * saved
+    return activation_bytes(blocks, checkpointed_count(mode, blocks), tokens, hidden, micro_batch)
 
 
 def decode_per_image(side: int, channels: int = 128, element: int = 2) -> float:
@@ -68,7 +71,7 @@ def decode_per_image(side: int, channels: int = 128, element: int = 2) -> float:
 
 def phases(setting: str, sizes: dict, processes: int, side: int, micro_batch: int, samples: int,
            reward_bytes: float, budget: float = 0.9 * 80 * GB, frozen_bytes: int = 2, text_tokens: int = 512,
-           checkpointing: bool = True) -> dict[str, float]:
+           checkpointing: str = "full") -> dict[str, float]:
     """Bytes of each phase's peak on one process (module docstring); the decode is capped at half of what
     ``budget`` leaves beside the resident state, as the chunked decode is."""
     state = model_state(setting.replace("one process", "FSDP2"), sizes, processes, frozen_bytes)

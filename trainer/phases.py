@@ -24,7 +24,7 @@ REMEDIES = {
     "rollout": "fewer samples per iteration (--group-size, --prompts-per-iter), --resolution, or --fsdp-offload",
     "decode": "--resolution (the VAE decodes in chunks sized to free memory; other processes on the GPU shrink it)",
     "reward": "fewer samples per iteration (--group-size, --prompts-per-iter) or a lighter reward",
-    "update": "--micro-batch (fewer samples per backward pass), --gradient-checkpointing, --resolution, "
+    "update": "--micro-batch (fewer samples per backward pass), --checkpointing full, --resolution, "
               "or --fsdp-offload",
     "evaluation": "fewer --eval-seeds or evaluation prompts, or --resolution",
 }

@@ -95,7 +95,7 @@ def test_full_finetune_under_fsdp2_on_one_gpu_with_and_without_offload(tmp_path,
 
 def test_flux_dev_shaped_lora_with_and_without_compile(tmp_path, flux_dev_slice):
     common = ["--model", flux_dev_slice, "--resolution", 256, "--group-size", 4, "--prompts-per-iter", 1,
-              "--updates-per-iter", 1, "--micro-batch", 4, "--lora-rank", 16, "--gradient-checkpointing",
+              "--updates-per-iter", 1, "--micro-batch", 4, "--lora-rank", 16, "--checkpointing", "full",
               "--iterations", 2, "--eval-prompts", one_prompt(tmp_path), "--eval-seeds", 1, "--algo", "mixgrpo",
               "--run-dir", tmp_path]
     trainer_run(*common, "--name", "plain")

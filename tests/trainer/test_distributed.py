@@ -44,7 +44,7 @@ def test_fsdp2_full_finetune_shards_in_half_and_equals_one_process(tmp_path):
     flags = small_run(tmp_path, iterations=2, prompts_per_iter=1, group_size=4, updates_per_iter=1,
                       checkpoint_every=1) + ["--full-finetune", "--learning-rate", "1e-4"]
     main(flags + ["--name", "one"])
-    out = launch(flags + ["--sharding", "fsdp", "--gradient-checkpointing", "--name", "two"])
+    out = launch(flags + ["--sharding", "fsdp", "--checkpointing", "full", "--name", "two"])
     holds = {int(rank): (int(here), int(total)) for rank, kind, here, total in HOLDS.findall(out) if kind == "fsdp"}
     assert sorted(holds) == [0, 1]
     total = holds[0][1]

@@ -97,7 +97,7 @@ def test_a_gpu_out_of_memory_names_its_phase_and_the_options_that_lower_it(capsy
     assert "\n" not in line
     assert line.startswith("error: the GPU ran out of memory during the update on cuda:0 (CUDA out of memory. "
                            "Tried to allocate 2.00 GiB)")
-    assert "--micro-batch" in line and "--gradient-checkpointing" in line and "--debug" in line
+    assert "--micro-batch" in line and "--checkpointing full" in line and "--debug" in line
     with pytest.raises(GPUOutOfMemory), phase("rollout"):
         raise torch.OutOfMemoryError("CUDA out of memory.")
 
