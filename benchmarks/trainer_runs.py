@@ -3,8 +3,8 @@
 A run is one ``trainer.run`` call on the embedded model and the shapes reward; its per-iteration
 metrics and held-out evaluations are read back from the run folder. Runs of one row over several
 seeds are summarised into one row: old-policy NFE (mean over iterations), network evaluations per
-iteration, seconds per phase (medians over all iterations), and the held-out reward after K
-iterations (mean ± population std over seeds).
+iteration, seconds per phase (medians over all iterations, or means for a run-averaged cost), and
+the held-out reward after K iterations (mean ± population std over seeds).
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def run_row(flags: list[str], seed: int, args, root: Path, eval_file: Path, name
     return {"history": history, "curve": curve, "final": evaluations[-1]["mean"]}
 
 
-def summarise(label: str, trained: str, runs: list[dict]) -> dict:
-    """One row from the runs of all seeds (see the module docstring for what each figure is)."""
+def summarise(label: str, trained: str, runs: list[dict], timing=statistics.median) -> dict:
+    """One row from the runs of all seeds (see the module docstring for what each figure is); ``timing``
+    averages the seconds over iterations (the median, or the mean for a run-averaged cost)."""
     histories = [h for r in runs for h in r["history"]]
     finals = [r["final"] for r in runs]
     points = len(runs[0]["curve"])
@@ -67,10 +68,10 @@ def summarise(label: str, trained: str, runs: list[dict]) -> dict:
         "row": label, "trained_steps": trained,
         "old_policy_nfe": statistics.mean(h["nfe"] for h in histories),
         "network_evals_per_iteration": statistics.mean(h["network_evals"] for h in histories),
-        "rollout_s": statistics.median(h["rollout_s"] for h in histories),
-        "reward_s": statistics.median(h["reward_s"] for h in histories),
-        "update_s": statistics.median(h["update_s"] for h in histories),
-        "seconds": statistics.median(h["seconds"] for h in histories),
+        "rollout_s": timing(h["rollout_s"] for h in histories),
+        "reward_s": timing(h["reward_s"] for h in histories),
+        "update_s": timing(h["update_s"] for h in histories),
+        "seconds": timing(h["seconds"] for h in histories),
         "final_mean": statistics.mean(finals), "final_std": statistics.pstdev(finals) if len(finals) > 1 else 0.0,
         "start_mean": statistics.mean(r["curve"][0][1] for r in runs),
         "curve": mean_curve,

@@ -114,13 +114,44 @@ class RunFolder:
         return sorted(p for p in self.checkpoints.glob("iter-*") if p.is_dir() and not p.name.endswith(".tmp"))
 
 
+#: the columns of a ``metrics.jsonl`` row: the one schema the trainer writes and the plots, monitor and benchmarks read
+METRICS_COLUMNS = {
+    "iteration": "iterations done (1 for the first)",
+    "world_size": "training processes", "sharding": "none | ddp | fsdp",
+    "window_start": "the window's left step l", "nfe": "old-policy network evaluations per trajectory",
+    "network_evals": "rows the transformer evaluated in the rollout, every process together",
+    "reward": "each reward's mean raw score over the valid samples", "reward_mean": "their weighted mean",
+    "advantages": "every sample's advantage (NaN: its reward failed)", "failed_samples": "samples without a reward",
+    "rollout_s": "the rollout (with the scorer's overlapped work beside it)",
+    "reward_s": "the scoring the rollout did not hide: waiting for the scorer, the gather, the advantages",
+    "scorer_s": "the scorer stage's own clock: decoding and scoring, wherever it ran",
+    "update_s": "the PPO updates", "seconds": "the whole iteration",
+    "first_max_abs_log_ratio": "max |log r| on the first micro-batch: the on-policy numerics bar",
+    "clip_fraction": "share of clipped (sample, step) terms", "kl": "mean KL to the reference",
+    "grad_norm": "largest gradient norm before clipping", "updates": "optimizer steps taken",
+    "peak_memory_gib": "peak GPU memory (GPU runs only)", "compile_s": "compile time in this iteration (--compile only)",
+}
+OPTIONAL_METRICS = {"peak_memory_gib", "compile_s"}
+
+
+def check_metrics_row(row: dict) -> None:
+    """A row that strays from :data:`METRICS_COLUMNS` (a column missing, or one no reader knows) is an error."""
+    unknown = sorted(set(row) - set(METRICS_COLUMNS))
+    missing = sorted(set(METRICS_COLUMNS) - OPTIONAL_METRICS - set(row))
+    if unknown or missing:
+        raise RunFolderError(f"a metrics row strays from METRICS_COLUMNS in mixgrpo/run_folder.py: unknown {unknown}, "
+                             f"missing {missing}")
+
+
 class MetricsWriter:
-    """Appends rows to ``metrics.jsonl``, each flushed as it is written (the monitor reads it live)."""
+    """Appends rows to ``metrics.jsonl``, each checked against the schema and flushed as it is written (the
+    monitor reads it live)."""
 
     def __init__(self, path: Path):
         self.handle = Path(path).open("a")
 
     def write(self, row: dict) -> None:
+        check_metrics_row(row)
         self.handle.write(json.dumps(row) + "\n")
         self.handle.flush()
 

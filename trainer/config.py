@@ -150,6 +150,10 @@ class TrainConfig:
     reward_options: dict = _f({}, "options of one reward, as reward.option=value (repeat the flag), e.g. "
                                   "http.url=http://127.0.0.1:8000/score; in YAML a mapping {http: {url: ...}}",
                               flag="--reward-option")
+    reward_stage: str = _f("auto", "overlapped (score each prompt group on a worker thread while the next group "
+                                   "rolls out) | sequential (after the rollout) | auto (overlapped on a GPU or with "
+                                   "rewards that all wait on the network, else sequential); the same run to float "
+                                   "rounding", choices=("auto", "overlapped", "sequential"))
     max_failed_iterations: int = _f(3, "stop after this many consecutive iterations in which every sample's reward "
                                        "failed (their updates are skipped)", AT_LEAST_ONE)
     advantage_aggregation: str = _f("advantage", "advantage (z-score each reward, then weight) | reward",
@@ -164,6 +168,9 @@ class TrainConfig:
     updates_per_iter: int = _f(2, "optimizer steps per iteration (the samples are split into this many parts)",
                                AT_LEAST_ONE)
     micro_batch: int = _f(16, "samples per forward/backward pass (gradient accumulation fills a part)", AT_LEAST_ONE)
+    batch_transitions: bool = _f(False, "one forward and backward for all window transitions of a micro-batch "
+                                        "instead of one per transition (the same gradient to float rounding; more "
+                                        "memory; slower on a 2-core CPU: benchmarks/results/stages.md)")
     max_nan_updates: int = _f(3, "stop after this many consecutive NaN losses or gradients", AT_LEAST_ONE)
     # -- data, evaluation, run ---------------------------------------------------------------
     prompts: str | None = _f(None, "text file with one training prompt per line", type=str,

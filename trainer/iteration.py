@@ -24,12 +24,9 @@ import warnings
 
 import torch
 
-from mixgrpo import (WindowSchedule, build_plan, dance_train_steps, get_algorithm, group_advantages, mixed_rollout,
-                     ppo_clip_loss)
+from mixgrpo import WindowSchedule, build_plan, dance_train_steps, get_algorithm, group_advantages, mixed_rollout
 from mixgrpo.algorithm import seeds
-from mixgrpo.algorithm.grpo import kl_to_reference
-from mixgrpo.algorithm.rollout import repeat_batch, select_rows, transition_mean_std
-from mixgrpo.algorithm.steps import gaussian_log_prob
+from mixgrpo.algorithm.rollout import repeat_batch, select_rows
 from mixgrpo.errors import TrainingStopped
 from mixgrpo.models.compile import CompileClock
 from mixgrpo.models.gpu import autocast_dtype
@@ -39,6 +36,8 @@ from .config import TrainConfig
 from .data import PromptSampler
 from .phases import phase
 from .processes import Processes, open_processes
+from .loss import TransitionRows, window_loss
+from .reward_stage import ScoringStage
 from .signals import IterationAbandoned
 
 
@@ -66,6 +65,8 @@ class Trainer:
         self.processes.prepare(model, config.full_finetune)  # DDP or FSDP2 (FSDP2 replaces the parameters by their shards)
         model.autocast_dtype = autocast_dtype(config.mixed_precision, model.device)
         self.compile_clock = CompileClock().start() if config.compile else None
+        #: one forward and backward for all window transitions of a micro-batch (else one per transition)
+        self.batch_transitions = config.batch_transitions
         #: called with the iteration's seconds so far at its safe points (before the update): may abandon it
         self.stop_point = None
         self.params = params if self.processes.sharded is None else \
@@ -154,19 +155,21 @@ class Trainer:
         """The policy's velocity (under the model's autocast on a GPU: rollout, update and evaluation alike)."""
         return self.model.velocity(x, sigma, cond)
 
-    def rollout_members(self, plan, noise, cond, members: range, n: int, iteration: int):
+    def rollout_members(self, plan, noise, cond, members: range, n: int, iteration: int, on_run=None,
+                        most_groups: int | None = None):
         """Roll out the samples ``members`` (global indices, group-major) of this process.
 
         Each group's members share the group's noise and trunk; consecutive groups with the same
-        number of members here run as one batch. Per-member generators make every sample's
-        trajectory independent of how samples are split between processes.
+        number of members here (at most ``most_groups``) run as one batch, handed to ``on_run(samples,
+        member ids)`` as soon as it is done. Per-member generators make every sample's trajectory
+        independent of how samples are split between processes.
         """
         from mixgrpo.algorithm.rollout import Rollout, Transition
 
         cfg, model = self.cfg, self.model
-        runs = rollout_runs(members, len(noise), n)
+        runs = rollout_runs(members, len(noise), n, most_groups)
         if self.processes.sharded is not None:  # FSDP2: every process makes as many model calls
-            most = max(len(rollout_runs(self.processes.samples_of(rank, len(noise) * n), len(noise), n))
+            most = max(len(rollout_runs(self.processes.samples_of(rank, len(noise) * n), len(noise), n, most_groups))
                        for rank in range(self.processes.world))
             for _ in range(most - len(runs)):  # a stand-in trajectory, discarded
                 mixed_rollout(self.velocity, noise[:1].to(model.device), plan, {k: v[:1] for k, v in cond.items()})
@@ -177,6 +180,8 @@ class Trainer:
             group_cond = {k: v[groups] for k, v in cond.items()}
             outs.append(mixed_rollout(self.velocity, noise[groups].to(model.device), plan, group_cond,
                                       group_size=count, generator=gens, share_trunk=cfg.share_trunk))
+            if on_run is not None:
+                on_run(outs[-1].samples, ids)
         if len(outs) == 1:
             return outs[0]
         transitions = [Transition(t.step, t.sigma, t.sigma_next, *(torch.cat([o.transitions[i][f] for o in outs])
@@ -202,16 +207,17 @@ class Trainer:
         cond = self.conditioning(prompt_ids)
         mine = self.processes.my_samples(groups * n)
         model.transformer.eval()
-        with phase("rollout", model.device):
-            rollout = self.rollout_members(plan, noise, cond, mine, n, iteration)
-        rollout_s = time.perf_counter() - started
-        self.safe_point(started)
-
         texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
-        with torch.no_grad(), phase("decode", model.device):
-            images = torch.cat([model.decode(rollout.samples[i:i + 32]) for i in range(0, len(mine), 32)])
-        with phase("reward", model.device):
-            local = self.rewards.score(images, texts[mine.start:mine.stop]).normalized()
+        scorer = ScoringStage(model, self.rewards, cfg.reward_stage)
+        try:
+            with phase("rollout", model.device):
+                rollout = self.rollout_members(plan, noise, cond, mine, n, iteration, most_groups=scorer.groups_per_job,
+                                               on_run=lambda samples, ids: scorer.submit(samples, [texts[m] for m in ids]))
+            rollout_s = time.perf_counter() - started
+            self.safe_point(started)
+            local = scorer.collect().normalized()
+        finally:
+            scorer.close()
         rewards = {name: self.processes.gather(r.to(self.processes.device)).cpu() for name, r in local.items()}
         weights = self.rewards.weights
         adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
@@ -236,6 +242,7 @@ class Trainer:
                 "advantages": [round(a, 6) for a in adv.tolist()],
                 "reward_mean": weighted_mean(raw, weights),
                 "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
+                "scorer_s": scorer.busy_s,
                 "update_s": time.perf_counter() - started - rollout_s - reward_s,
                 "seconds": time.perf_counter() - started, **stats, **gpu, **compiled}
 
@@ -268,18 +275,14 @@ class Trainer:
 
     def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float,
                         stand_in: torch.Tensor | None = None, last: bool = True) -> dict | None:
-        """Back-propagate ``scale ·`` PPO-clip (+ β·KL) loss over the window transitions of the samples ``rows``.
+        """Back-propagate ``scale ·`` the window loss (:mod:`trainer.loss`) of the samples ``rows``.
 
-        The loss is a mean over (sample, step) terms, so it splits into one backward per
-        transition, weighted by its share of the terms: ``L = Σ_t (n_t / n) · L_t``. Only one
-        transition's activations are alive at a time, which is what lets FLUX-size models train
-        many window steps (or DanceGRPO's 14) without holding every step's graph.
-
-        With ``stand_in`` rows (several processes) a transition with no row to train still runs, on
-        them with weight 0, so every process makes the same passes. Gradients synchronise on the
-        last pass when ``last``.
+        Each transition's rows get the weight of their share of the (sample, step) terms; the passes
+        are one per transition, or one for all when :attr:`batch_transitions` (same gradient). With
+        ``stand_in`` rows (several processes) a transition with no row to train still runs, on them
+        with weight 0, so every process makes the same passes. Gradients synchronise on the last
+        pass when ``last``.
         """
-        cfg = self.cfg
         steps = []
         for transition in rollout.transitions:
             chosen = rows if dance_rows is None else rows[torch.isin(rows, dance_rows[transition.step])]
@@ -288,32 +291,25 @@ class Trainer:
         total = sum(len(chosen) for _, chosen in steps)
         if total == 0 and stand_in is None:
             return None
-        clipped, max_log_ratio, kl_sum = 0.0, 0.0, 0.0
-        for j, (transition, chosen) in enumerate(steps):
-            real = len(chosen) > 0
-            chosen = chosen if real else stand_in
-            weight = scale * len(chosen) / total if real else 0.0
-            with self.processes.gradient_sync(last and j == len(steps) - 1):
-                part = select_rows(transition, chosen)
-                part_cond = {k: v[chosen] for k, v in cond.items()}
-                mean, std = transition_mean_std(self.velocity, part, part_cond, plan)
-                advantages = adv[chosen] if real else torch.zeros(len(chosen))
-                ppo = ppo_clip_loss(gaussian_log_prob(part.x_next, mean, std), part.log_prob,
-                                    advantages.to(mean.device), cfg.clip_range)
-                loss = ppo.loss
-                if cfg.kl_beta > 0:
-                    with torch.no_grad(), self.model.reference():
-                        ref_mean, _ = transition_mean_std(self.velocity, part, part_cond, plan)
-                    kl = kl_to_reference(mean, ref_mean, std).mean()
-                    loss = loss + cfg.kl_beta * kl
-                (loss * weight).backward()
-            if real:
-                kl_sum += float(kl.detach()) * len(chosen) if cfg.kl_beta > 0 else 0.0
-                clipped += float(ppo.clip_fraction) * len(chosen)
-                max_log_ratio = max(max_log_ratio, float(ppo.max_abs_log_ratio))
+        parts = [TransitionRows(select_rows(t, chosen if len(chosen) else stand_in),
+                                {k: v[chosen if len(chosen) else stand_in] for k, v in cond.items()},
+                                adv[chosen] if len(chosen) else torch.zeros(len(stand_in)),
+                                scale * len(chosen) / total if len(chosen) else 0.0)
+                 for t, chosen in steps]
+        passes = [parts] if self.batch_transitions else [[part] for part in parts]
+        stats = []
+        for j, group in enumerate(passes):
+            with self.processes.gradient_sync(last and j == len(passes) - 1):
+                loss, group_stats = window_loss(self.velocity, group, plan, self.cfg.clip_range, self.cfg.kl_beta,
+                                                self.model.reference)
+                loss.backward()
+            stats += group_stats
+        real = [(len(chosen), s) for (_, chosen), s in zip(steps, stats) if len(chosen)]
         if total == 0:
             return None
-        return {"clip_fraction": clipped / total, "max_abs_log_ratio": max_log_ratio, "kl": kl_sum / total}
+        return {"clip_fraction": sum(n * s.clip_fraction for n, s in real) / total,
+                "max_abs_log_ratio": max(s.max_abs_log_ratio for _, s in real),
+                "kl": sum(n * s.kl for n, s in real) / total}
 
     def update(self, rollout, plan, cond, adv_all: torch.Tensor, iteration: int, samples: range) -> dict:
         """PPO-clip updates on this process's ``samples`` (``cond`` is sliced, ``adv_all`` holds every sample's).
@@ -373,15 +369,16 @@ class Trainer:
                 "updates": len(norms)}
 
 
-def rollout_runs(members: range, groups: int, n: int) -> list[tuple[list[int], int]]:
+def rollout_runs(members: range, groups: int, n: int, most_groups: int | None = None) -> list[tuple[list[int], int]]:
     """``members`` (global sample indices, group-major) as runs of consecutive groups with the same
-    number of members here: ``[(groups, members per group), …]``, one batched rollout each."""
+    number of members here, at most ``most_groups`` each: ``[(groups, members per group), …]``, one
+    batched rollout each."""
     runs: list[tuple[list[int], int]] = []
     for g in range(groups):
         count = len(range(max(members.start, g * n), min(members.stop, (g + 1) * n)))
         if count == 0:
             continue
-        if runs and runs[-1][1] == count:
+        if runs and runs[-1][1] == count and (most_groups is None or len(runs[-1][0]) < most_groups):
             runs[-1][0].append(g)
         else:
             runs.append(([g], count))

@@ -35,6 +35,14 @@ class RewardScores:
     weights: dict[str, float]
     normalizations: dict[str, object]
 
+    @classmethod
+    def join(cls, parts: list["RewardScores"]) -> "RewardScores":
+        """The scores of consecutive batches as one batch's, in order."""
+        first = parts[0]
+        return cls({name: torch.cat([p.raw[name] for p in parts]) for name in first.raw},
+                   {name: [d for p in parts for d in p.details[name]] for name in first.details},
+                   first.weights, first.normalizations)
+
     def total(self) -> Tensor:
         """The weighted total of each image: ``Σ_r w_r·s_r / Σ_r w_r``."""
         weighted = torch.zeros(len(next(iter(self.raw.values()))))

@@ -2,9 +2,27 @@
 
 import pytest
 
-from mixgrpo.run_folder import RunFolder, RunFolderError, grid_tag
+from mixgrpo.run_folder import METRICS_COLUMNS, OPTIONAL_METRICS, RunFolder, RunFolderError, grid_tag
 
 pytestmark = pytest.mark.core
+
+
+def metrics_row(**values) -> dict:
+    return {name: 0 for name in METRICS_COLUMNS if name not in OPTIONAL_METRICS} | values
+
+
+def test_a_metrics_row_that_strays_from_the_schema_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    writer = RunFolder(tmp_path / "run").metrics_writer()
+    writer.write(metrics_row(peak_memory_gib=1.5))  # an optional column
+    with pytest.raises(RunFolderError, match=r"unknown \['reward_secs'\], missing \[\]"):
+        writer.write(metrics_row(reward_secs=1.0))
+    row = metrics_row()
+    del row["update_s"]
+    with pytest.raises(RunFolderError, match=r"missing \['update_s'\]"):
+        writer.write(row)
+    writer.close()
+    assert len(RunFolder(tmp_path / "run").read_metrics()) == 1
 
 
 def test_config_metrics_and_evaluations_round_trip(tmp_path):
@@ -13,7 +31,7 @@ def test_config_metrics_and_evaluations_round_trip(tmp_path):
     assert folder.read_config() == {"algo": "mixgrpo", "eta": None, "window": 4}
     writer = folder.metrics_writer()
     for i in (1, 2, 3):
-        writer.write({"iteration": i, "reward_mean": i / 10})
+        writer.write(metrics_row(iteration=i, reward_mean=i / 10))
     writer.close()
     assert [row["iteration"] for row in folder.read_metrics()] == [1, 2, 3]
     folder.rewrite_metrics(folder.read_metrics()[:2])  # a resumed run drops the killed attempt's rows

@@ -20,7 +20,7 @@ def small_run(tmp_path, **overrides) -> list[str]:
     return argv
 
 
-TIMING = {"seconds", "rollout_s", "reward_s", "update_s", "compile_s", "peak_memory_gib"}
+TIMING = {"seconds", "rollout_s", "reward_s", "scorer_s", "update_s", "compile_s", "peak_memory_gib"}
 
 
 def run_metrics(run) -> list[dict]:
