@@ -7,8 +7,8 @@ otherwise) and times ``--iterations`` iterations of it, the first left out (warm
 medians. The rows:
 
 - **scorer stage**: sequential against overlapped, with the shapes reward (CPU work beside a CPU
-  rollout) and with an HTTP judge on 127.0.0.1 that answers after ``--judge-seconds`` (a VLM judge's
-  wait);
+  rollout) and with an HTTP judge on 127.0.0.1, in a process of its own, that answers after
+  ``--judge-seconds`` (a VLM judge's wait);
 - **update**: one forward and backward per window transition against one for all of them
   (``--batch-transitions``), for MixGRPO-Flash (4 transitions) and DanceGRPO 25/14;
 - **checkpointing**: off, selective and full.
@@ -51,13 +51,10 @@ class SleepyJudge(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/score"
 
 
-class _JudgeHandler(BaseHTTPRequestHandler):
-    def do_POST(self):
-        import time
+class JSONHandler(BaseHTTPRequestHandler):
+    """A judge's request handler: :meth:`answer` sends a JSON body; no request log."""
 
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        time.sleep(self.server.seconds)
-        payload = json.dumps({"score": len(body["image"]) / 1e5}).encode()
+    def answer(self, payload: bytes) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -66,6 +63,15 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class _JudgeHandler(JSONHandler):
+    def do_POST(self):
+        import time
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        time.sleep(self.server.seconds)
+        self.answer(json.dumps({"score": len(body["image"]) / 1e5}).encode())
 
 
 def _serve(seconds: float, port) -> None:
@@ -142,6 +148,10 @@ def to_markdown(results: list[dict], args, machine: dict) -> str:
     for r in results:
         lines.append(f"| {r['group']} | {r['row']} | {r['rollout_s']:.2f} | {r['reward_s']:.2f} | {r['scorer_s']:.2f} "
                      f"| {r['update_s']:.2f} | {r['seconds']:.2f} | {r['ratio']:.2f} | {r['same_run']} |")
+    lines += ["", "Reward s is what the rollout did not hide; the scorer's own clock counts its work wherever it ran. "
+              "One pass for every transition gives the per-transition gradient to float rounding "
+              "(tests/trainer/test_loss.py); where a run still drifts (NO), Adam, which divides gradients of "
+              "about 1e-4 by their own size, grows those rounding differences over the iterations."]
     return "\n".join(lines) + "\n"
 
 

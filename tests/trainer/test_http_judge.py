@@ -5,14 +5,14 @@ import io
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.stages import same_run
+from benchmarks.stages import JSONHandler, same_run
 from conftest import run_metrics, small_run
 from mixgrpo.cli import run_command
 from trainer.run import main
@@ -50,7 +50,7 @@ class Judge(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}/score"
 
 
-class JudgeHandler(BaseHTTPRequestHandler):
+class JudgeHandler(JSONHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
@@ -69,14 +69,7 @@ class JudgeHandler(BaseHTTPRequestHandler):
         else:
             rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["image"]))).convert("RGB"), dtype=np.float32)
             payload = json.dumps({"score": float((rgb[..., 0] - rgb[..., 1:].mean(-1)).mean() / 255)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+        self.answer(payload)
 
 
 @pytest.fixture
