@@ -13,7 +13,7 @@ advantages need every group's scores (:meth:`ScoringStage.collect`). Two modes:
 
 Both modes score the same samples with the same policy (on-policy), so the run is the same either
 way to float rounding: the overlapped rollout batches one prompt group at a time
-(tests/trainer/test_http_judge.py). Overlapping pays wherever scoring waits or runs
+(tests/trainer/test_reward_stage.py). Overlapping pays wherever scoring waits or runs
 beside the transformer: an HTTP judge, a reward model on a GPU, a CPU reward beside a GPU rollout.
 The stage keeps its own clock: ``busy_s`` is the time its jobs took, wherever they ran.
 """

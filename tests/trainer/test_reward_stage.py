@@ -5,6 +5,11 @@ import threading
 import pytest
 import torch
 
+from benchmarks.stages import same_run
+from conftest import run_metrics
+from test_http_judge import LATE_S, Judge, _flags, _rows
+from trainer.run import main
+
 from mixgrpo.rewards import RewardSet
 from mixgrpo.rewards.base import Reward, RewardResult
 from trainer.reward_stage import ScoringStage, resolve_mode
@@ -75,3 +80,44 @@ def test_auto_overlaps_where_the_scorer_does_not_take_the_rollouts_processor():
     assert resolve_mode("sequential", gpu, RewardSet([(Brightness("cpu"), 1.0)])) == "sequential"
     with pytest.raises(ValueError, match="reward_stage must be one of auto, overlapped, sequential"):
         resolve_mode("async", cpu, RewardSet([]))
+
+
+def answers_late(k: int, prompt: str) -> str:
+    return "late"
+
+
+def test_the_scorer_stage_hides_a_slow_judge_behind_the_rollout_and_changes_no_result(tmp_path):
+    judge = Judge(answers_late)
+    threading.Thread(target=judge.serve_forever, daemon=True).start()
+    try:
+        rows = scorer_runs(tmp_path, judge)
+    finally:
+        judge.shutdown()
+    assert_overlap(tmp_path, rows)
+
+
+def scorer_runs(tmp_path, judge, groups: int = 4) -> dict:
+    rows = {}
+    for mode in ("sequential", "overlapped"):
+        (tmp_path / mode).mkdir()
+        flags = _flags(tmp_path / mode, reward="http", iterations=2, prompts_per_iter=groups, steps=25,
+                       reward_stage=mode) + [
+            "--reward-option", f"http.url={judge.url}", "--reward-option", "http.concurrency=4"]
+        main(flags)
+        rows[mode] = _rows(tmp_path / mode / "runs" / "run")
+    return rows
+
+
+def assert_overlap(tmp_path, rows: dict, groups: int = 4) -> None:
+    # the same run to float rounding (the overlapped rollout batches one prompt group at a time)
+    assert same_run(run_metrics(tmp_path / "sequential" / "runs" / "run"),
+                    run_metrics(tmp_path / "overlapped" / "runs" / "run"), tolerance=1e-3)
+    assert all(r["first_max_abs_log_ratio"] < 1e-5 for r in rows["overlapped"])
+    for sequential, overlapped in zip(rows["sequential"], rows["overlapped"]):
+        # each group's answers take LATE_S on the scorer's own clock, in either mode
+        assert sequential["scorer_s"] >= groups * LATE_S and overlapped["scorer_s"] >= groups * LATE_S
+        assert sequential["reward_s"] >= sequential["scorer_s"]  # all of it on the critical path
+        # overlapped, group g's scoring runs beside group g + 1's rollout: at least half of what can hide did
+        hideable = (groups - 1) * min(sequential["rollout_s"] / groups, LATE_S)
+        assert sequential["reward_s"] - overlapped["reward_s"] >= hideable / 2
+    # (the whole iteration's gain is benchmarks/stages.py's: this judge's threads share the rollout's GIL)
