@@ -61,7 +61,8 @@ class ScoringStage:
         self.model, self.rewards, self.mode = model, rewards, mode
         self.groups_per_job = 1 if mode == "overlapped" else None
         self.jobs: list[Future | tuple] = []  # the worker's futures, or (samples, prompts) to decode and score here
-        self.busy_s = 0.0
+        self.decode_s = 0.0  # on the rollout's thread
+        self.score_s = 0.0   # on the worker (or the rollout's thread when sequential)
         on_gpu = model.device.type == "cuda"
         # beside a CPU rollout the worker computes on one thread: a second team of intra-op threads would spin on
         # the rollout's cores between its operations (torch.set_num_threads holds for the calling thread only)
@@ -92,7 +93,7 @@ class ScoringStage:
         started = time.perf_counter()
         with torch.no_grad(), phase("decode", self.model.device):
             images = self.model.decode(samples)
-        self.busy_s += time.perf_counter() - started
+        self.decode_s += time.perf_counter() - started
         return images
 
     def _score(self, images: torch.Tensor, prompts: list[str], ready) -> RewardScores:
@@ -103,16 +104,18 @@ class ScoringStage:
             with phase("reward", self.model.device):
                 scores = self.rewards.score(images, prompts)
             scores.raw = {name: value.cpu() for name, value in scores.raw.items()}  # synchronises the stream
-        self.busy_s += time.perf_counter() - started
+        self.score_s += time.perf_counter() - started
         return scores
 
     def collect(self) -> RewardScores:
         """Every job's scores joined in submission order (waits for the worker; its errors are raised here)."""
-        try:
-            return RewardScores.join([self._score(self._timed_decode(job[0]), job[1], None) if isinstance(job, tuple)
-                                      else job.result() for job in self.jobs])
-        finally:
-            self.close()
+        return RewardScores.join([self._score(self._timed_decode(job[0]), job[1], None) if isinstance(job, tuple)
+                                  else job.result() for job in self.jobs])
+
+    @property
+    def busy_s(self) -> float:
+        """The stage's own clock: decoding and scoring, wherever they ran (each counter has one writer thread)."""
+        return self.decode_s + self.score_s
 
     def close(self) -> None:
         """Drop jobs not started and wait for the one running (an iteration abandoned mid-rollout)."""

@@ -51,7 +51,10 @@ def scores_of(mode: str, reward: Reward):
     stage = ScoringStage(Codec(), RewardSet([(reward, 1.0)]), mode)
     for samples, prompts in batches():
         stage.submit(samples, prompts)
-    return stage.collect(), stage
+    try:
+        return stage.collect(), stage
+    finally:
+        stage.close()
 
 
 def test_overlapped_jobs_run_on_the_worker_and_join_in_order_as_sequential_ones():
