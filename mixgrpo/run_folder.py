@@ -130,8 +130,11 @@ METRICS_COLUMNS = {
     "clip_fraction": "share of clipped (sample, step) terms", "kl": "mean KL to the reference",
     "grad_norm": "largest gradient norm before clipping", "updates": "optimizer steps taken",
     "peak_memory_gib": "peak GPU memory (GPU runs only)", "compile_s": "compile time in this iteration (--compile only)",
+    "updated_batch": "one-step-off: the iteration whose batch the update trained on (0: none yet)",
+    "importance_ratio_mean": "one-step-off: mean π_prox / π_behaviour over this process's rows (untruncated)",
+    "importance_ratio_max": "one-step-off: its largest value",
 }
-OPTIONAL_METRICS = {"peak_memory_gib", "compile_s"}
+OPTIONAL_METRICS = {"peak_memory_gib", "compile_s", "updated_batch", "importance_ratio_mean", "importance_ratio_max"}
 
 
 def check_metrics_row(row: dict) -> None:

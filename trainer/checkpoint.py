@@ -2,7 +2,8 @@
 
 A checkpoint is a folder ``checkpoints/iter-000040/`` holding ``weights.safetensors`` (the trainable
 parameters by name), ``optimizer.pt`` and ``state.json`` (iteration, prompt cursor, window-schedule
-state, metrics so far) plus ``rng.pt``. It is written under a temporary name and renamed into place,
+state, metrics so far) plus ``rng.pt``, and with ``--pipeline one-step-off`` ``pending.safetensors``
+(the batch the next iteration trains on, :mod:`trainer.one_step_off`). It is written under a temporary name and renamed into place,
 so a killed run never leaves a half-written checkpoint; only the newest ``keep`` are kept.
 ``.pt`` files are read back with ``torch.load(weights_only=True)``.
 
@@ -27,10 +28,13 @@ from mixgrpo.cli import one_line
 from mixgrpo.errors import ResumeError
 from mixgrpo.run_folder import RunFolder
 
+from .one_step_off import check_pending_tensors
+
 
 def save_checkpoint(run_dir: Path, iteration: int, weights: dict[str, torch.Tensor], optimizer_state: dict,
-                    state: dict, keep: int = 2) -> Path:
-    """Write ``checkpoints/iter-N/`` atomically: whole ``weights`` by name, the optimizer state, RNG and run state."""
+                    state: dict, keep: int = 2, pending: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``checkpoints/iter-N/`` atomically: whole ``weights`` by name, the optimizer state, RNG, run state
+    and the ``pending`` batch's tensors."""
     folder = RunFolder(run_dir)
     final = folder.checkpoint(iteration)
     tmp = final.with_name(final.name + ".tmp")
@@ -38,12 +42,15 @@ def save_checkpoint(run_dir: Path, iteration: int, weights: dict[str, torch.Tens
     tmp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
     torch.save(optimizer_state, tmp / "optimizer.pt")
-    return _publish(tmp, final, state, folder, keep)
+    return _publish(tmp, final, state, folder, keep, pending)
 
 
-def _publish(tmp: Path, final: Path, state: dict, folder: RunFolder, keep: int) -> Path:
-    """Add the RNG and run state to ``tmp``, make every byte durable, rename it to ``final``, drop old ones."""
+def _publish(tmp: Path, final: Path, state: dict, folder: RunFolder, keep: int, pending: dict | None) -> Path:
+    """Add the RNG, run state and pending batch to ``tmp``, make every byte durable, rename it to ``final``, drop
+    old ones."""
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    if pending is not None:
+        save_file({k: v.contiguous() for k, v in pending.items()}, str(tmp / PENDING))
     (tmp / "state.json").write_text(json.dumps(state))
     for file in tmp.rglob("*"):  # make the bytes durable before the rename publishes them
         if file.is_file():
@@ -62,6 +69,7 @@ class CheckpointDamaged(ResumeError):
 
 STATE_KEYS = ("iteration", "prompt_cursor", "windows", "history")
 SHARDS = "shards"  # the torch.distributed.checkpoint folder of a sharded checkpoint
+PENDING = "pending.safetensors"  # one-step-off: the batch the next iteration trains on
 
 
 def read_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> dict:
@@ -91,6 +99,12 @@ def read_checkpoint(path: Path, params: dict[str, torch.Tensor], optimizer) -> d
     state = read("state.json", lambda f: json.loads(f.read_text()))
     if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
         raise damaged("state.json", f"lacks one of the keys {', '.join(STATE_KEYS)}")
+    if state.get("pending") is not None:
+        tensors = read(PENDING, lambda f: load_file(str(f)))
+        problem = check_pending_tensors(state["pending"], tensors)
+        if problem:
+            raise damaged(PENDING, problem)
+        state["pending"]["tensors"] = tensors
     return content | {"rng": rng["torch"], "state": state}
 
 
@@ -215,7 +229,7 @@ def sharded_tensors(module: torch.nn.Module, optimizer) -> dict:
 
 
 def save_sharded_checkpoint(run_dir: Path, iteration: int, module: torch.nn.Module, optimizer, state: dict,
-                            processes, keep: int = 2) -> Path:
+                            processes, keep: int = 2, pending: dict[str, torch.Tensor] | None = None) -> Path:
     """Every process writes its own shards (``torch.distributed.checkpoint``) into ``iter-N.tmp/shards``; the
     main process adds RNG and run state and renames the folder into place once all have written."""
     import torch.distributed.checkpoint as dcp
@@ -230,7 +244,7 @@ def save_sharded_checkpoint(run_dir: Path, iteration: int, module: torch.nn.Modu
     with processes.guard():
         dcp.save(sharded_tensors(module, optimizer), checkpoint_id=str(tmp / SHARDS))
     if processes.is_main:
-        _publish(tmp, final, state, folder, keep)
+        _publish(tmp, final, state, folder, keep, pending)
     processes.barrier()
     return final
 

@@ -154,6 +154,12 @@ class TrainConfig:
                                    "rolls out) | sequential (after the rollout) | auto (overlapped on a GPU or with "
                                    "rewards that all wait on the network, else sequential); the same run to float "
                                    "rounding", choices=("auto", "overlapped", "sequential"))
+    pipeline: str = _f("on-policy", "on-policy (each iteration trains on its own batch) | one-step-off (iteration k "
+                                    "trains on batch k − 1 while batch k is scored: off-policy by one update, corrected "
+                                    "by a truncated importance weight; K iterations make K − 1 updates)",
+                       choices=("on-policy", "one-step-off"))
+    importance_cap: float = _f(2.0, "one-step-off: the importance weight π_prox/π_behaviour is truncated at this",
+                               Range(1))
     max_failed_iterations: int = _f(3, "stop after this many consecutive iterations in which every sample's reward "
                                        "failed (their updates are skipped)", AT_LEAST_ONE)
     advantage_aggregation: str = _f("advantage", "advantage (z-score each reward, then weight) | reward",

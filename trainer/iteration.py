@@ -18,7 +18,6 @@ run repeats exactly.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
@@ -26,7 +25,7 @@ import torch
 
 from mixgrpo import WindowSchedule, build_plan, dance_train_steps, get_algorithm, group_advantages, mixed_rollout
 from mixgrpo.algorithm import seeds
-from mixgrpo.algorithm.rollout import repeat_batch, select_rows
+from mixgrpo.algorithm.rollout import repeat_batch
 from mixgrpo.errors import TrainingStopped
 from mixgrpo.models.compile import CompileClock
 from mixgrpo.models.gpu import autocast_dtype
@@ -36,12 +35,13 @@ from .config import TrainConfig
 from .data import PromptSampler
 from .phases import phase
 from .processes import Processes, open_processes
-from .loss import TransitionRows, window_loss
+from .one_step_off import PendingBatch
 from .reward_stage import ScoringStage
 from .signals import IterationAbandoned
+from .update import PolicyUpdate
 
 
-class Trainer:
+class Trainer(PolicyUpdate):
     """The model, rewards, optimizer, prompt order, window schedule and history of one run.
 
     :meth:`next_iteration` runs one iteration on the next prompts; :meth:`state_dict` is what a
@@ -61,6 +61,7 @@ class Trainer:
         self.cond_cache: dict[int, dict[str, torch.Tensor]] = {}
         self.nan_updates = 0
         self.failed_iterations = 0  # consecutive iterations in which every reward failed
+        self.pending: PendingBatch | None = None  # one-step-off: the batch the next iteration trains on
         self.processes = processes or open_processes(config)
         self.processes.prepare(model, config.full_finetune)  # DDP or FSDP2 (FSDP2 replaces the parameters by their shards)
         model.autocast_dtype = autocast_dtype(config.mixed_precision, model.device)
@@ -91,13 +92,21 @@ class Trainer:
 
     def state_dict(self, iteration: int) -> dict:
         return {"iteration": iteration, "prompt_cursor": self.sampler.cursor, "windows": self.windows.state_dict(),
-                "history": self.history}
+                "history": self.history, "pending": None if self.pending is None else self.pending.state()}
+
+    def pending_tensors(self) -> dict[str, torch.Tensor] | None:
+        """The pending batch's tensors, every process's rows (every process calls it): what a checkpoint adds."""
+        return None if self.pending is None else self.pending.tensors(self.processes.gather)
 
     def load_state_dict(self, state: dict) -> int:
-        """Restore the prompt order, windows and history; returns the iteration to go on from."""
+        """Restore the prompt order, windows, history and pending batch; returns the iteration to go on from."""
         self.sampler.cursor = state["prompt_cursor"]
         self.windows.load_state_dict(state["windows"])
         self.history = list(state["history"])
+        pending = state.get("pending")
+        self.pending = None if pending is None else PendingBatch.restore(
+            pending, pending["tensors"], self.processes.my_samples(len(pending["tensors"]["advantages"])),
+            self.model.device)
         return state["iteration"]
 
     def next_iteration(self, iteration: int) -> dict:
@@ -209,12 +218,17 @@ class Trainer:
         model.transformer.eval()
         texts = [self.prompts[i] for i in prompt_ids for _ in range(n)]
         scorer = ScoringStage(model, self.rewards, cfg.reward_stage)
+        one_step_off, update_s = cfg.pipeline == "one-step-off", 0.0
         try:
             with phase("rollout", model.device):
-                rollout = self.rollout_members(plan, noise, cond, mine, n, iteration, most_groups=scorer.groups_per_job,
+                rollout = self.rollout_members(plan, noise, cond, mine, n, iteration,
+                                               most_groups=None if one_step_off else scorer.groups_per_job,
                                                on_run=lambda samples, ids: scorer.submit(samples, [texts[m] for m in ids]))
             rollout_s = time.perf_counter() - started
             self.safe_point(started)
+            if one_step_off:  # the previous batch trains while the scorer works on this one
+                stats = self.update_pending()
+                update_s = time.perf_counter() - started - rollout_s
             local = scorer.collect().normalized()
         finally:
             scorer.close()
@@ -223,13 +237,17 @@ class Trainer:
         adv = group_advantages(rewards, n, weights, clip=cfg.advantage_clip, aggregate=cfg.advantage_aggregation)
         failed = torch.isnan(adv)
         self.check_failures(failed, iteration)
-        reward_s = time.perf_counter() - started - rollout_s
+        reward_s = time.perf_counter() - started - rollout_s - update_s
 
-        self.safe_point(started)
-        my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
-        # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
-        with phase("update", model.device):
-            stats = self.update(rollout, plan, my_cond, adv, iteration, mine)
+        if one_step_off:
+            self.pending = PendingBatch(iteration, left, list(prompt_ids), adv, rollout.transitions)
+        else:
+            self.safe_point(started)
+            my_cond = {k: v[mine.start:mine.stop] for k, v in repeat_batch(cond, n).items()}
+            # with every sample failed, no part has a valid sample: no optimizer step (updates 0)
+            with phase("update", model.device):
+                stats = self.update(rollout.transitions, plan, my_cond, adv, iteration, mine)
+            update_s = time.perf_counter() - started - rollout_s - reward_s
         self.windows.advance()
         raw = {name: float(torch.nanmean(r)) for name, r in rewards.items()}
         gpu = {"peak_memory_gib": round(torch.cuda.max_memory_allocated(model.device) / 2**30, 3)} if on_gpu else {}
@@ -243,7 +261,7 @@ class Trainer:
                 "reward_mean": weighted_mean(raw, weights),
                 "failed_samples": int(failed.sum()), "rollout_s": rollout_s, "reward_s": reward_s,
                 "scorer_s": scorer.busy_s,
-                "update_s": time.perf_counter() - started - rollout_s - reward_s,
+                "update_s": update_s,
                 "seconds": time.perf_counter() - started, **stats, **gpu, **compiled}
 
     def safe_point(self, started: float) -> None:
@@ -273,101 +291,6 @@ class Trainer:
                 f"{self.cfg.max_failed_iterations}); check the reward ({self.cfg.reward}): is its server up and "
                 "answering {'score': number}? Then resume the run.")
 
-    def policy_backward(self, rollout, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float,
-                        stand_in: torch.Tensor | None = None, last: bool = True) -> dict | None:
-        """Back-propagate ``scale ·`` the window loss (:mod:`trainer.loss`) of the samples ``rows``.
-
-        Each transition's rows get the weight of their share of the (sample, step) terms; the passes
-        are one per transition, or one for all when :attr:`batch_transitions` (same gradient). With
-        ``stand_in`` rows (several processes) a transition with no row to train still runs, on them
-        with weight 0, so every process makes the same passes. Gradients synchronise on the last
-        pass when ``last``.
-        """
-        steps = []
-        for transition in rollout.transitions:
-            chosen = rows if dance_rows is None else rows[torch.isin(rows, dance_rows[transition.step])]
-            if len(chosen) or stand_in is not None:
-                steps.append((transition, chosen))
-        total = sum(len(chosen) for _, chosen in steps)
-        if total == 0 and stand_in is None:
-            return None
-        parts = [TransitionRows(select_rows(t, chosen if len(chosen) else stand_in),
-                                {k: v[chosen if len(chosen) else stand_in] for k, v in cond.items()},
-                                adv[chosen] if len(chosen) else torch.zeros(len(stand_in)),
-                                scale * len(chosen) / total if len(chosen) else 0.0)
-                 for t, chosen in steps]
-        passes = [parts] if self.batch_transitions else [[part] for part in parts]
-        stats = []
-        for j, group in enumerate(passes):
-            with self.processes.gradient_sync(last and j == len(passes) - 1):
-                loss, group_stats = window_loss(self.velocity, group, plan, self.cfg.clip_range, self.cfg.kl_beta,
-                                                self.model.reference)
-                loss.backward()
-            stats += group_stats
-        real = [(len(chosen), s) for (_, chosen), s in zip(steps, stats) if len(chosen)]
-        if total == 0:
-            return None
-        return {"clip_fraction": sum(n * s.clip_fraction for n, s in real) / total,
-                "max_abs_log_ratio": max(s.max_abs_log_ratio for _, s in real),
-                "kl": sum(n * s.kl for n, s in real) / total}
-
-    def update(self, rollout, plan, cond, adv_all: torch.Tensor, iteration: int, samples: range) -> dict:
-        """PPO-clip updates on this process's ``samples`` (``cond`` is sliced, ``adv_all`` holds every sample's).
-
-        The valid samples (reward not NaN) are split into ``K = min(updates_per_iter, most valid on
-        one process)`` parts, one optimizer step each; a step's loss is the mean over every process's
-        rows in its part, so failed samples on one process change nothing but their own absence.
-        Every process makes the same passes whatever its rewards, since under DDP or FSDP a missing
-        pass leaves the others waiting in a collective: each part runs as many micro-batches as the
-        process with the most there, a micro-batch with nothing to train running on a stand-in row
-        with weight 0 (:meth:`policy_backward`). Each process reads the others' counts off ``adv_all``.
-        """
-        cfg, world = self.cfg, self.processes.world
-        adv = adv_all[samples.start:samples.stop]
-        valid = torch.nonzero(~torch.isnan(adv)).flatten()
-        counts = (~torch.isnan(adv_all)).view(world, -1).sum(dim=1).tolist()  # valid samples per process
-        steps_here = min(cfg.updates_per_iter, max(counts))
-        self.model.transformer.train()
-        order = valid[torch.randperm(len(valid), generator=seeds.generator(cfg.seed, iteration, "update_order"))]
-        dance_rows = self.trained_rows(samples, len(adv_all), iteration, [t.step for t in rollout.transitions])
-        stand_in = torch.tensor([0]) if world > 1 else None
-        first, clip_fractions, kls, norms = None, [], [], []
-        for index, part in enumerate(order.tensor_split(steps_here) if steps_here else []):
-            self.optimizer.zero_grad(set_to_none=True)
-            micros = list(part.split(cfg.micro_batch))
-            sizes = [part_size(n, steps_here, index) for n in counts]  # this part's rows on every process
-            micros += [part[:0]] * (max(math.ceil(n / cfg.micro_batch) for n in sizes) - len(micros))
-            for k, micro in enumerate(micros):
-                # world·rows/all rows: the engine averages over processes, so the step is the mean over
-                # every process's rows (one process: rows / the part's rows)
-                info = self.policy_backward(rollout, plan, cond, adv, micro, dance_rows,
-                                            world * len(micro) / sum(sizes), stand_in=stand_in,
-                                            last=k == len(micros) - 1)
-                if info is None:
-                    continue
-                first = first or info
-                clip_fractions.append(info["clip_fraction"])
-                kls.append(info["kl"])
-            norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
-            norms.append(norm)
-            if not math.isfinite(norm):
-                self.nan_updates += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                warnings.warn(f"iteration {iteration}: non-finite gradient norm, update skipped "
-                              f"({self.nan_updates} in a row).")
-                if self.nan_updates >= cfg.max_nan_updates:
-                    raise TrainingStopped(f"{self.nan_updates} consecutive non-finite gradient norms (max_nan_updates="
-                                          f"{cfg.max_nan_updates}): lower the learning rate or check the reward for "
-                                          "NaN/inf.")
-                continue
-            self.nan_updates = 0
-            self.optimizer.step()
-        self.model.transformer.eval()
-        return {"first_max_abs_log_ratio": (first or {}).get("max_abs_log_ratio", 0.0),
-                "clip_fraction": sum(clip_fractions) / max(1, len(clip_fractions)),
-                "kl": sum(kls) / max(1, len(kls)), "grad_norm": max(norms) if norms else 0.0,
-                "updates": len(norms)}
-
 
 def rollout_runs(members: range, groups: int, n: int, most_groups: int | None = None) -> list[tuple[list[int], int]]:
     """``members`` (global sample indices, group-major) as runs of consecutive groups with the same
@@ -383,8 +306,3 @@ def rollout_runs(members: range, groups: int, n: int, most_groups: int | None = 
         else:
             runs.append(([g], count))
     return runs
-
-
-def part_size(count: int, parts: int, index: int) -> int:
-    """Rows in part ``index`` when ``count`` rows are split into ``parts`` as ``Tensor.tensor_split`` does."""
-    return count // parts + (index < count % parts)

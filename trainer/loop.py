@@ -229,13 +229,15 @@ def train(cfg: TrainConfig, folder: RunFolder) -> dict:
         """Every process calls it: under FSDP2 each writes its own shards, else the main one writes all."""
         started = time.perf_counter()
         state = trainer.state_dict(done) | {"evaluations": evaluations}
+        pending = trainer.pending_tensors()
         if sharded:
             save_sharded_checkpoint(folder.path, done, trainer.model.transformer, trainer.optimizer, state, processes,
-                                    keep=cfg.keep_checkpoints)
+                                    keep=cfg.keep_checkpoints, pending=pending)
         else:
             weights, optimizer = trainer.checkpoint_tensors()
             if main_process:
-                save_checkpoint(folder.path, done, weights, optimizer, state, keep=cfg.keep_checkpoints)
+                save_checkpoint(folder.path, done, weights, optimizer, state, keep=cfg.keep_checkpoints,
+                                pending=pending)
         timing["checkpoint_s"] = time.perf_counter() - started
 
     def rest_of_iteration(elapsed: float) -> float:

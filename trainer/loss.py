@@ -5,8 +5,10 @@ picks a subset per sample). Its loss is the mean over every (sample, step) term,
 transition:
 
     L = Σ_t w_t · L_t,   w_t = |R_t| / Σ_s |R_s|
-    L_t = mean_{i ∈ R_t} max(−A_i·r_i, −A_i·clip(r_i, 1 ± ε)) + β · mean_{i ∈ R_t} KL_i
+    L_t = mean_{i ∈ R_t} w_i · max(−A_i·r_i, −A_i·clip(r_i, 1 ± ε)) + β · mean_{i ∈ R_t} KL_i
     r_i = exp(log p_θ(x_{t+1} | x_t) − log p_old),   KL_i = ‖μ_θ − μ_ref‖² / (2τ²)
+
+with ``w_i = 1`` on-policy; an off-policy batch's importance weights are :mod:`trainer.one_step_off`'s.
 
 :func:`window_loss` computes ``Σ_t w_t·L_t`` for any set of transitions with **one** policy
 forward: the rows of every transition are stacked, each with its own σ_t, and the velocity is split
@@ -14,7 +16,7 @@ back per transition. The trainer calls it once per transition (one transition's 
 at a time: what FLUX-size models need) or once for all of them (one forward and backward: fewer,
 larger passes, which pay on small models and CPUs); the gradient is the same either way, to float
 rounding (tests/trainer/test_loss.py). What surrounds it (which rows, stand-in rows, weights across
-processes, gradient synchronisation) is :meth:`trainer.iteration.Trainer.policy_backward`.
+processes, gradient synchronisation) is :meth:`trainer.update.PolicyUpdate.policy_backward`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class TransitionRows:
     cond: dict[str, Tensor]
     advantages: Tensor
     weight: float
+    importance: Tensor | None = None  # per-row importance weights w_i (off-policy batches only)
 
 
 @dataclass
@@ -59,6 +62,19 @@ def _stacked_velocity(velocity, parts: list[TransitionRows]) -> list[Tensor]:
     return list(velocity(x, sigma, cond).float().split([len(p.transition.x) for p in parts]))
 
 
+def transition_log_prob(plan, transition: Transition, velocity: Tensor) -> tuple[Tensor, Tensor, Tensor | float]:
+    """``(log p(x_{t+1} | x_t), μ, τ)`` of the stored transition's rows under the policy whose velocity is given."""
+    mean, std = sde_mean_std(plan.sde_type, transition.x, velocity, transition.sigma, transition.sigma_next, plan.eta)
+    return gaussian_log_prob(transition.x_next, mean, std), mean, std
+
+
+def policy_log_probs(velocity: Callable, transition: Transition, cond: dict[str, Tensor], plan) -> Tensor:
+    """``log p_θ`` of every row of ``transition`` under the current policy (no gradient)."""
+    with torch.no_grad():
+        part = TransitionRows(transition, cond, torch.zeros(len(transition.x)), 1.0)
+        return transition_log_prob(plan, transition, _stacked_velocity(velocity, [part])[0])[0]
+
+
 def window_loss(velocity: Callable, parts: list[TransitionRows], plan, clip_range: float, kl_beta: float = 0.0,
                 reference: Callable[[], ContextManager] | None = None) -> tuple[Tensor, list[PartStats]]:
     """``Σ_t w_t · L_t`` over ``parts`` (module docstring), one policy forward for all of them.
@@ -73,9 +89,9 @@ def window_loss(velocity: Callable, parts: list[TransitionRows], plan, clip_rang
     total, stats = 0.0, []
     for k, (part, v) in enumerate(zip(parts, velocities)):
         t = part.transition
-        mean, std = sde_mean_std(plan.sde_type, t.x, v, t.sigma, t.sigma_next, plan.eta)
-        ppo = ppo_clip_loss(gaussian_log_prob(t.x_next, mean, std), t.log_prob, part.advantages.to(mean.device),
-                            clip_range)
+        log_prob, mean, std = transition_log_prob(plan, t, v)
+        importance = None if part.importance is None else part.importance.to(mean.device)
+        ppo = ppo_clip_loss(log_prob, t.log_prob, part.advantages.to(mean.device), clip_range, importance)
         loss, kl = ppo.loss, 0.0
         if ref_velocities is not None:
             ref_mean, _ = sde_mean_std(plan.sde_type, t.x, ref_velocities[k], t.sigma, t.sigma_next, plan.eta)

@@ -57,18 +57,22 @@ class PPOStats(NamedTuple):
     max_abs_log_ratio: Tensor
 
 
-def ppo_clip_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip_range: float = 1e-4) -> PPOStats:
-    """``mean(max(−A·r, −A·clip(r, 1 − ε, 1 + ε)))`` with ``r = exp(log p_θ − log p_old)``.
+def ppo_clip_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, clip_range: float = 1e-4,
+                  weights: Tensor | None = None) -> PPOStats:
+    """``mean(w · max(−A·r, −A·clip(r, 1 − ε, 1 + ε)))`` with ``r = exp(log p_θ − log p_old)``.
 
     ``log_prob`` and ``old_log_prob`` are ``[B]`` or ``[B, S]`` (S window steps); ``advantages``
-    is ``[B]`` and broadcasts over steps.
+    is ``[B]`` and broadcasts over steps. ``weights`` (``[B]``, detached; default 1) are per-sample
+    importance weights: an off-policy batch's truncated ratio to the policy that rolled it out.
     """
     log_ratio = log_prob - old_log_prob.detach()
     ratio = torch.exp(log_ratio)
-    adv = advantages.detach().reshape(-1, *([1] * (log_ratio.dim() - 1)))
+    shape = (-1, *([1] * (log_ratio.dim() - 1)))
+    adv = advantages.detach().reshape(shape)
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = torch.maximum(unclipped, clipped).mean()
+    terms = torch.maximum(unclipped, clipped)
+    loss = (terms if weights is None else weights.detach().reshape(shape) * terms).mean()
     clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
     return PPOStats(loss, clip_fraction.detach(), log_ratio.detach().abs().max())
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from conftest import assert_same_run, small_run
 from mixgrpo.cli import run_command
@@ -19,11 +20,15 @@ def _run_with_two_checkpoints(root: Path):
     torch.manual_seed(0)
     params = {"a.weight": torch.nn.Parameter(torch.randn(4, 3)), "b.bias": torch.nn.Parameter(torch.randn(5))}
     optimizer = torch.optim.AdamW(params.values(), lr=1e-3)
+    pending = {"iteration": 0, "left": 0, "prompt_ids": [3], "steps": [[0, 1.0, 0.9]]}  # one-step-off's batch
+    rows = {"advantages": torch.randn(4), "0.x": torch.randn(4, 2), "0.x_next": torch.randn(4, 2),
+            "0.log_prob": torch.randn(4)}
     for iteration in (1, 2):
         sum(p.square().sum() for p in params.values()).backward()
         optimizer.step()
         save_checkpoint(root, iteration, params, optimizer.state_dict(), {"iteration": iteration, "prompt_cursor": 2 * iteration,
-                                                             "windows": {}, "history": []})
+                                                             "windows": {}, "history": [], "pending": pending},
+                        pending=rows)
     return params, optimizer
 
 
@@ -41,6 +46,11 @@ DAMAGE = {
     "rng deleted": lambda c: (c / "rng.pt").unlink(),
     "state cut": lambda c: _truncate(c / "state.json", 10),
     "state without keys": lambda c: (c / "state.json").write_text("{}"),
+    "pending batch deleted": lambda c: (c / "pending.safetensors").unlink(),
+    "pending batch cut": lambda c: _truncate(c / "pending.safetensors", 40),
+    "pending batch short of rows": lambda c: save_file({"advantages": torch.randn(4), "0.x": torch.randn(3, 2),
+                                                        "0.x_next": torch.randn(4, 2), "0.log_prob": torch.randn(4)},
+                                                       str(c / "pending.safetensors")),
 }
 
 
@@ -52,6 +62,7 @@ def test_each_kind_of_damage_falls_back_with_a_warning_naming_the_folder(tmp_pat
     warnings = []
     content = read_latest_checkpoint(tmp_path, params, optimizer, warn=warnings.append)
     assert content["path"].name == "iter-000001" and content["state"]["prompt_cursor"] == 2
+    assert content["state"]["pending"]["tensors"]["0.x"].shape == (4, 2)
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: checkpoint {newest} is damaged (")
     assert warnings[0].endswith("); trying the previous one.")
 
@@ -117,7 +128,6 @@ def test_every_process_resumes_the_checkpoint_all_of_them_can_read(tmp_path):
     """Two real gloo processes, each reading its own copy of the run (two nodes without a shared file system):
     the main process's newest checkpoint has not reached the other's copy, which has one the main lacks."""
     import subprocess
-    import sys
 
     from test_distributed import LAUNCH, REPO
 

@@ -14,7 +14,7 @@ def gradients(trainer, batched: bool, rollout, plan, cond, adv, dance_rows):
     trainer.batch_transitions = batched
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.model.transformer.train()
-    info = trainer.policy_backward(rollout, plan, cond, adv, torch.arange(len(adv)), dance_rows, scale=1.0)
+    info = trainer.policy_backward(rollout.transitions, plan, cond, adv, torch.arange(len(adv)), dance_rows, scale=1.0)
     return info, [p.grad.clone() for p in trainer.params]
 
 
