@@ -156,7 +156,7 @@ class TrainConfig:
                                    "rounding", choices=("auto", "overlapped", "sequential"))
     pipeline: str = _f("on-policy", "on-policy (each iteration trains on its own batch) | one-step-off (iteration k "
                                     "trains on batch k − 1 while batch k is scored: off-policy by one update, corrected "
-                                    "by a truncated importance weight; K iterations make K − 1 updates)",
+                                    "by a truncated importance weight; N iterations make N − 1 updates)",
                        choices=("on-policy", "one-step-off"))
     importance_cap: float = _f(2.0, "one-step-off: the importance weight π_prox/π_behaviour is truncated at this",
                                Range(1))

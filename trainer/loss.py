@@ -8,7 +8,9 @@ transition:
     L_t = mean_{i ∈ R_t} w_i · max(−A_i·r_i, −A_i·clip(r_i, 1 ± ε)) + β · mean_{i ∈ R_t} KL_i
     r_i = exp(log p_θ(x_{t+1} | x_t) − log p_old),   KL_i = ‖μ_θ − μ_ref‖² / (2τ²)
 
-with ``w_i = 1`` on-policy; an off-policy batch's importance weights are :mod:`trainer.one_step_off`'s.
+with ``w_i = 1`` and ``p_old`` the stored log-prob on-policy; an off-policy batch's rows (a cap C
+given) take ``p_old = π_prox`` (given, or this forward's own value, detached) and
+``w_i = min(π_prox / π_b, C)`` against the stored behaviour log-prob (:mod:`trainer.one_step_off`).
 
 :func:`window_loss` computes ``Σ_t w_t·L_t`` for any set of transitions with **one** policy
 forward: the rows of every transition are stacked, each with its own σ_t, and the velocity is split
@@ -41,7 +43,8 @@ class TransitionRows:
     cond: dict[str, Tensor]
     advantages: Tensor
     weight: float
-    importance: Tensor | None = None  # per-row importance weights w_i (off-policy batches only)
+    importance_cap: float | None = None  # off-policy rows: C (None: on-policy)
+    proximal: Tensor | None = None  # off-policy rows: log π_prox (None: this forward's own, before any step)
 
 
 @dataclass
@@ -51,6 +54,7 @@ class PartStats:
     clip_fraction: float
     max_abs_log_ratio: float
     kl: float
+    importance_ratios: Tensor | None = None  # off-policy rows: the untruncated π_prox / π_b
 
 
 def _stacked_velocity(velocity, parts: list[TransitionRows]) -> list[Tensor]:
@@ -90,13 +94,17 @@ def window_loss(velocity: Callable, parts: list[TransitionRows], plan, clip_rang
     for k, (part, v) in enumerate(zip(parts, velocities)):
         t = part.transition
         log_prob, mean, std = transition_log_prob(plan, t, v)
-        importance = None if part.importance is None else part.importance.to(mean.device)
-        ppo = ppo_clip_loss(log_prob, t.log_prob, part.advantages.to(mean.device), clip_range, importance)
+        old, weights, ratios = t.log_prob, None, None
+        if part.importance_cap is not None:  # off-policy: the ratio against π_prox, weighted by π_prox / π_b
+            old = log_prob.detach() if part.proximal is None else part.proximal.to(mean.device)
+            ratios = torch.exp(old - t.log_prob)
+            weights = ratios.clamp(max=part.importance_cap)
+        ppo = ppo_clip_loss(log_prob, old, part.advantages.to(mean.device), clip_range, weights)
         loss, kl = ppo.loss, 0.0
         if ref_velocities is not None:
             ref_mean, _ = sde_mean_std(plan.sde_type, t.x, ref_velocities[k], t.sigma, t.sigma_next, plan.eta)
             kl_mean = kl_to_reference(mean, ref_mean, std).mean()
             loss, kl = loss + kl_beta * kl_mean, float(kl_mean.detach())
         total = total + part.weight * loss
-        stats.append(PartStats(float(ppo.clip_fraction), float(ppo.max_abs_log_ratio), kl))
+        stats.append(PartStats(float(ppo.clip_fraction), float(ppo.max_abs_log_ratio), kl, ratios))
     return total, stats

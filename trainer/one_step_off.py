@@ -7,20 +7,23 @@ critical path (beside the update, on a worker thread, a CUDA stream or a judge's
 price of training on samples one policy step old:
 
 - the first iteration makes no update, and the last batch waits in the run's last checkpoint (a
-  resumed, longer run trains on it): a run of K iterations makes K − 1 updates;
+  resumed, longer run trains on it): a run of N iterations makes N − 1 updates;
 - the batch was rolled out by the behaviour policy π_b, the weights before the previous update.
 
-The correction is decoupled PPO with a truncated importance weight. Before the first optimizer step a
-forward without gradient gives ``log π_prox`` (the weights now) of every stored transition; the PPO
-ratio and its clip are taken against π_prox, so the first micro-batch's ratio is 1 as on-policy and
-ε keeps its meaning, and each term is weighted by how much more likely π_prox made the sample than π_b:
+The correction is decoupled PPO with a truncated importance weight. The PPO ratio and its clip are
+taken against π_prox, the weights at the start of the update, so ε keeps its meaning, and each term
+is weighted by how much more likely π_prox made the sample than π_b:
 
     w_i = min(π_prox / π_b, C) = min(exp(log π_prox − log π_b), C)    (detached; C = importance_cap)
     L_t = mean_i w_i · max(−A_i·r_i, −A_i·clip(r_i, 1 ± ε)),    r_i = π_θ / π_prox
 
+The rows of the first optimizer step read ``log π_prox`` off their own forward (the weights have not
+moved yet: r = 1 exactly); the rows of the later steps get it from one forward without gradient
+before the first step (:func:`proximal_log_probs`), so the extra cost is ``(K − 1) / K`` of a
+gradient-free pass over the batch, K = ``updates_per_iter``.
+
 The metrics row logs ``updated_batch`` (the iteration that rolled out the trained batch) and the mean
-and largest untruncated ``π_prox / π_b`` of this process's rows. The extra forward costs about a
-third of the update (every stored transition once; DanceGRPO: all of its steps).
+and largest untruncated ``π_prox / π_b`` of the rows this process trained.
 
 The pending batch is part of the run's state: every checkpoint holds it whole (every process's rows,
 gathered in rank order), so a resumed run trains on the same batch and repeats the run exactly.
@@ -87,24 +90,23 @@ def check_pending_tensors(state: dict, tensors: dict[str, Tensor]) -> str | None
     return f"{short[0]} holds {len(tensors[short[0]])} rows, the batch has {samples}" if short else None
 
 
-def off_policy_correction(velocity, batch: PendingBatch, cond: dict[str, Tensor], plan, micro_batch: int,
-                          cap: float) -> tuple[list[Transition], list[Tensor], dict]:
-    """The batch's transitions with ``log_prob`` = ``log π_prox``, the weights ``w`` per transition, and the
-    untruncated ratio's mean and max (module docstring).
+def proximal_log_probs(velocity, transitions: list[Transition], rows: Tensor, cond: dict[str, Tensor], plan,
+                       micro_batch: int, most_rows: int) -> list[Tensor]:
+    """``log π_prox`` of ``rows`` of every transition (no gradient), each as a tensor over all of the
+    transition's rows, NaN where not computed.
 
-    The proximal forward runs in ``ceil(rows / micro_batch)`` passes per transition: the same on every
-    process, since processes hold equal numbers of rows.
+    It runs ``ceil(most_rows / micro_batch)`` passes per transition, ``most_rows`` being the most rows
+    any process computes, so every process makes the same passes (a sharded model's forward is a
+    collective); a pass with no row of its own runs on row 0 and is dropped.
     """
-    rows = len(batch.transitions[0].x) if batch.transitions else 0
-    chunks = torch.arange(rows).tensor_split(max(1, math.ceil(rows / micro_batch)))
-    transitions, weights, ratios = [], [], []
-    for t in batch.transitions:
-        proximal = torch.cat([policy_log_probs(velocity, select_rows(t, chunk), {k: v[chunk] for k, v in cond.items()},
-                                               plan) for chunk in chunks])
-        ratio = torch.exp(proximal - t.log_prob)
-        transitions.append(t._replace(log_prob=proximal))
-        weights.append(ratio.clamp(max=cap))
-        ratios.append(ratio)
-    ratio = torch.cat(ratios).float() if ratios else torch.ones(1)
-    return transitions, weights, {"importance_ratio_mean": float(ratio.mean()),
-                                  "importance_ratio_max": float(ratio.max())}
+    chunks = rows.tensor_split(math.ceil(most_rows / micro_batch)) if most_rows else []
+    out = []
+    for t in transitions:
+        log_prob = torch.full_like(t.log_prob, math.nan)
+        for chunk in chunks:
+            picked = chunk if len(chunk) else rows.new_zeros(1)
+            values = policy_log_probs(velocity, select_rows(t, picked), {k: v[picked] for k, v in cond.items()}, plan)
+            if len(chunk):
+                log_prob[chunk] = values
+        out.append(log_prob)
+    return out

@@ -18,7 +18,7 @@ from mixgrpo.algorithm.rollout import repeat_batch, select_rows
 from mixgrpo.errors import TrainingStopped
 
 from .loss import TransitionRows, window_loss
-from .one_step_off import off_policy_correction
+from .one_step_off import proximal_log_probs
 from .phases import phase
 
 
@@ -27,14 +27,16 @@ class PolicyUpdate:
 
     def policy_backward(self, transitions, plan, cond, adv, rows: torch.Tensor, dance_rows, scale: float,
                         stand_in: torch.Tensor | None = None, last: bool = True,
-                        importance: list[torch.Tensor] | None = None) -> dict | None:
+                        off_policy: bool = False, proximal: list[torch.Tensor] | None = None) -> dict | None:
         """Back-propagate ``scale ·`` the window loss (:mod:`trainer.loss`) of the samples ``rows``.
 
         Each transition's rows get the weight of their share of the (sample, step) terms; the passes
         are one per transition, or one for all when :attr:`batch_transitions` (same gradient). With
         ``stand_in`` rows (several processes) a transition with no row to train still runs, on them
         with weight 0, so every process makes the same passes. Gradients synchronise on the last
-        pass when ``last``. ``importance``: per transition, every row's importance weight (off-policy batches).
+        pass when ``last``. ``off_policy``: the rows train against ``proximal`` (per transition, every
+        row's ``log π_prox``; None: their own forward's) with truncated importance weights
+        (:mod:`trainer.one_step_off`).
         """
         steps = []
         for i, transition in enumerate(transitions):
@@ -50,7 +52,8 @@ class PolicyUpdate:
             parts.append(TransitionRows(select_rows(t, picked), {k: v[picked] for k, v in cond.items()},
                                         adv[chosen] if len(chosen) else torch.zeros(len(stand_in)),
                                         scale * len(chosen) / total if len(chosen) else 0.0,
-                                        None if importance is None else importance[i][picked]))
+                                        self.cfg.importance_cap if off_policy else None,
+                                        None if proximal is None or not len(chosen) else proximal[i][chosen]))
         passes = [parts] if self.batch_transitions else [[part] for part in parts]
         stats = []
         for j, group in enumerate(passes):
@@ -64,12 +67,14 @@ class PolicyUpdate:
             return None
         return {"clip_fraction": sum(n * s.clip_fraction for n, s in real) / total,
                 "max_abs_log_ratio": max(s.max_abs_log_ratio for _, s in real),
-                "kl": sum(n * s.kl for n, s in real) / total}
+                "kl": sum(n * s.kl for n, s in real) / total,
+                "importance_ratios": [s.importance_ratios for _, s in real if s.importance_ratios is not None]}
 
     def update(self, transitions, plan, cond, adv_all: torch.Tensor, iteration: int, samples: range,
-               importance: list[torch.Tensor] | None = None) -> dict:
+               off_policy: bool = False) -> dict:
         """PPO-clip updates on this process's ``samples`` (``cond`` is sliced, ``adv_all`` holds every sample's),
-        rolled out in ``iteration`` (its seeds order the parts); ``importance``: see :meth:`policy_backward`.
+        rolled out in ``iteration`` (its seeds order the parts); ``off_policy``: a batch rolled out by an
+        earlier policy, corrected as :mod:`trainer.one_step_off` says (its rows' ratios are logged).
 
         The valid samples (reward not NaN) are split into ``K = min(updates_per_iter, most valid on
         one process)`` parts, one optimizer step each; a step's loss is the mean over every process's
@@ -88,8 +93,14 @@ class PolicyUpdate:
         order = valid[torch.randperm(len(valid), generator=seeds.generator(cfg.seed, iteration, "update_order"))]
         dance_rows = self.trained_rows(samples, len(adv_all), iteration, [t.step for t in transitions])
         stand_in = torch.tensor([0]) if world > 1 else None
-        first, clip_fractions, kls, norms = None, [], [], []
-        for index, part in enumerate(order.tensor_split(steps_here) if steps_here else []):
+        parts = order.tensor_split(steps_here) if steps_here else ()
+        proximal = None
+        if off_policy and len(parts) > 1:  # the later steps' rows need π_prox before the first step
+            most = max(sum(part_size(n, steps_here, i) for i in range(1, steps_here)) for n in counts)
+            proximal = proximal_log_probs(self.velocity, transitions, torch.cat(parts[1:]), cond, plan,
+                                          cfg.micro_batch, most)
+        first, clip_fractions, kls, norms, ratios = None, [], [], [], []
+        for index, part in enumerate(parts):
             self.optimizer.zero_grad(set_to_none=True)
             micros = list(part.split(cfg.micro_batch))
             sizes = [part_size(n, steps_here, index) for n in counts]  # this part's rows on every process
@@ -99,10 +110,12 @@ class PolicyUpdate:
                 # every process's rows (one process: rows / the part's rows)
                 info = self.policy_backward(transitions, plan, cond, adv, micro, dance_rows,
                                             world * len(micro) / sum(sizes), stand_in=stand_in,
-                                            last=k == len(micros) - 1, importance=importance)
+                                            last=k == len(micros) - 1, off_policy=off_policy,
+                                            proximal=None if index == 0 else proximal)
                 if info is None:
                     continue
                 first = first or info
+                ratios += info["importance_ratios"]
                 clip_fractions.append(info["clip_fraction"])
                 kls.append(info["kl"])
             norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
@@ -120,7 +133,11 @@ class PolicyUpdate:
             self.nan_updates = 0
             self.optimizer.step()
         self.model.transformer.eval()
-        return update_stats(first, clip_fractions, kls, norms)
+        stats = update_stats(first, clip_fractions, kls, norms)
+        if ratios:
+            ratio = torch.cat(ratios).float()
+            stats |= {"importance_ratio_mean": float(ratio.mean()), "importance_ratio_max": float(ratio.max())}
+        return stats
 
     def update_pending(self) -> dict:
         """One-step-off: the update on the batch the previous iteration rolled out (:mod:`trainer.one_step_off`).
@@ -134,12 +151,10 @@ class PolicyUpdate:
         plan, rows = self.plan(batch.left), self.processes.my_samples(len(batch.advantages))
         cond = {k: v[rows.start:rows.stop]
                 for k, v in repeat_batch(self.conditioning(batch.prompt_ids), self.cfg.group_size).items()}
-        self.model.transformer.train()  # the proximal forward in the update's numerics: the first ratio is 1
         with phase("update", self.model.device):
-            transitions, importance, ratios = off_policy_correction(self.velocity, batch, cond, plan,
-                                                                    self.cfg.micro_batch, self.cfg.importance_cap)
-            stats = self.update(transitions, plan, cond, batch.advantages, batch.iteration, rows, importance)
-        return stats | ratios | {"updated_batch": batch.iteration + 1}
+            stats = self.update(batch.transitions, plan, cond, batch.advantages, batch.iteration, rows,
+                                off_policy=True)
+        return stats | {"updated_batch": batch.iteration + 1}
 
 
 def update_stats(first: dict | None, clip_fractions: list[float], kls: list[float], norms: list[float]) -> dict:

@@ -9,43 +9,48 @@ import torch
 from conftest import assert_same_run, run_metrics, small_run
 from trainer.config import parse_config
 from trainer.loop import build
-from trainer.loss import policy_log_probs
-from trainer.one_step_off import PendingBatch, off_policy_correction
+from trainer.loss import TransitionRows, policy_log_probs, window_loss
+from trainer.one_step_off import proximal_log_probs
 from trainer.run import main
 
 pytestmark = pytest.mark.trainer
 
 
-def test_the_correction_is_one_on_the_rollout_policy_and_the_truncated_ratio_once_it_moved(tmp_path):
+def test_the_correction_weighs_each_row_by_its_truncated_ratio_and_reads_the_proximal_policy_off_its_forward(tmp_path):
     trainer = build(parse_config(small_run(tmp_path, group_size=3, prompts_per_iter=2)))
     plan = trainer.plan(trainer.windows.left)
     noise = torch.randn(2, *trainer.model.latent_shape(128, 128), generator=torch.Generator().manual_seed(0))
     cond = trainer.conditioning([0, 1])
     trainer.model.transformer.eval()
-    rollout = trainer.rollout_members(plan, noise, cond, range(6), 3, 0)
-    batch = PendingBatch(0, trainer.windows.left, [0, 1], torch.randn(6), rollout.transitions)
+    transitions = trainer.rollout_members(plan, noise, cond, range(6), 3, 0).transitions
     sample_cond = {k: v.repeat_interleave(3, dim=0) for k, v in cond.items()}
     trainer.model.transformer.train()
-
-    same, weights, ratios = off_policy_correction(trainer.velocity, batch, sample_cond, plan, micro_batch=4, cap=2.0)
-    for t, proximal, w in zip(rollout.transitions, same, weights):  # the behaviour policy itself: w = 1
-        assert (proximal.log_prob - t.log_prob).abs().max() < 1e-5 and (w - 1).abs().max() < 1e-5
-
     with torch.no_grad():  # one policy step later
         for p in trainer.params:
             p.add_(0.5 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    moved, weights, ratios = off_policy_correction(trainer.velocity, batch, sample_cond, plan, micro_batch=4, cap=2.0)
-    every = []
-    for t, proximal, w in zip(rollout.transitions, moved, weights):
-        direct = policy_log_probs(trainer.velocity, t, sample_cond, plan)  # one pass, not in chunks of 4
-        torch.testing.assert_close(proximal.log_prob, direct, rtol=0, atol=1e-5)
-        ratio = torch.exp(direct - t.log_prob)
-        torch.testing.assert_close(w, ratio.clamp(max=2.0), rtol=1e-4, atol=1e-6)
-        every.append(ratio)
-    every = torch.cat(every)
-    assert (every - 1).abs().max() > 1e-3  # the policy did move: the weights are not all one
-    assert ratios["importance_ratio_mean"] == pytest.approx(float(every.mean()), rel=1e-4)
-    assert ratios["importance_ratio_max"] == pytest.approx(float(every.max()), rel=1e-4)
+
+    rows = torch.tensor([4, 1, 5])  # a later optimizer step's rows; 7 on the busiest process: 3 passes of 3
+    proximal = proximal_log_probs(trainer.velocity, transitions, rows, sample_cond, plan, micro_batch=3, most_rows=7)
+    for t, logp in zip(transitions, proximal):
+        direct = policy_log_probs(trainer.velocity, t, sample_cond, plan)  # every row in one pass
+        torch.testing.assert_close(logp[rows], direct[rows], rtol=0, atol=1e-5)
+        assert torch.isnan(logp[[0, 2, 3]]).all()
+
+    t, adv = transitions[0], torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0, -1.0])
+    now = policy_log_probs(trainer.velocity, t, sample_cond, plan)
+    ratio = torch.exp(now - t.log_prob)
+    assert (ratio - 1).abs().max() > 1e-3  # the policy did move
+    for cap in (2.0, float(ratio.median())):  # the cap truncates where it is below the ratio
+        here = TransitionRows(t, sample_cond, adv, 1.0, importance_cap=cap)
+        given = TransitionRows(t, sample_cond, adv, 1.0, importance_cap=cap, proximal=now)
+        (loss_here, [stats_here]), (loss_given, [stats_given]) = (
+            window_loss(trainer.velocity, [part], plan, clip_range=1e-4) for part in (here, given))
+        assert stats_here.max_abs_log_ratio == 0.0  # π_prox is its own forward's: r = 1 exactly
+        torch.testing.assert_close(stats_here.importance_ratios, ratio, rtol=1e-4, atol=1e-6)
+        # r = 1: every term is −A, weighted by the truncated ratio
+        expected = -(ratio.clamp(max=cap) * adv).mean()
+        for loss in (loss_here, loss_given):
+            assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4, abs=1e-7)
 
 
 def test_each_iteration_trains_the_batch_before_it_and_a_resumed_run_repeats_the_run(tmp_path):
