@@ -4,7 +4,8 @@
 
 Every row builds a trainer on the embedded model (the default run's config unless it says
 otherwise) and times ``--iterations`` iterations of it, the first left out (warm-up); figures are
-medians. The rows:
+medians. The rows of a group take turns, an iteration each, so that a host slowing down (these are
+shared machines) moves a group's rows together and its ratios stand. The rows:
 
 - **scorer stage**: sequential against overlapped, with the shapes reward (CPU work beside a CPU
   rollout) and with an HTTP judge on 127.0.0.1, in a process of its own, that answers after
@@ -97,16 +98,19 @@ def start_judge(seconds: float):
     return process, f"http://127.0.0.1:{port.value}/score"
 
 
-def time_row(flags: list[str], iterations: int) -> dict:
-    """Medians of ``iterations`` − 1 iterations (the first is warm-up) of a trainer built from ``flags``."""
+def time_group(row_flags: list[list[str]], iterations: int) -> list[dict]:
+    """Medians of ``iterations`` − 1 iterations (the first is warm-up) of one trainer per row, built from
+    its flags. The rows take turns, an iteration each, so a host that slows down slows every row alike."""
     from trainer.config import parse_config
     from trainer.loop import build
 
-    trainer = build(parse_config(flags))
-    rows = [trainer.next_iteration(i) for i in range(iterations)]
-    timed = rows[1:]
-    return {**{key: statistics.median(r[key] for r in timed) for key in TIMINGS},
-            "metrics": [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]}
+    trainers = [build(parse_config(flags)) for flags in row_flags]
+    rows = [[] for _ in trainers]
+    for i in range(iterations):
+        for trainer, done in zip(trainers, rows):
+            done.append(trainer.next_iteration(i))
+    return [{**{key: statistics.median(r[key] for r in done[1:]) for key in TIMINGS},
+             "metrics": [{k: v for k, v in r.items() if k not in TIMINGS} for r in done]} for done in rows]
 
 
 def same_run(a: list[dict], b: list[dict], tolerance: float = 0.0) -> bool:
@@ -157,7 +161,9 @@ def to_markdown(results: list[dict], args, machine: dict) -> str:
     lines += ["", "Reward s is what the rollout did not hide; the scorer's own clock counts its work wherever it ran. "
               "One pass for every transition gives the per-transition gradient to float rounding "
               "(tests/trainer/test_loss.py); where a run still drifts (NO), Adam, which divides gradients of "
-              "about 1e-4 by their own size, grows those rounding differences over the iterations."]
+              "about 1e-4 by their own size, grows those rounding differences over the iterations. One-step-off "
+              "trains each batch one iteration later, so its runs differ by design (—); its update time includes "
+              "the gradient-free proximal pass."]
     return "\n".join(lines) + "\n"
 
 
@@ -177,10 +183,9 @@ def main(argv=None) -> list[dict]:
         for group, rows, tolerance in GROUPS:
             if args.groups and group not in args.groups:
                 continue
-            first = None
-            for label, flags in rows:
-                timed = time_row((http if "HTTP" in group else []) + flags, args.iterations)
-                first = first or timed
+            timed_rows = time_group([(http if "HTTP" in group else []) + flags for _, flags in rows], args.iterations)
+            first = timed_rows[0]
+            for (label, _), timed in zip(rows, timed_rows):
                 results.append({"group": group, "row": label, **{k: timed[k] for k in TIMINGS},
                                 "ratio": timed["seconds"] / first["seconds"],
                                 "same_run": "—" if tolerance is None else

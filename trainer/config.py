@@ -176,7 +176,7 @@ class TrainConfig:
     micro_batch: int = _f(16, "samples per forward/backward pass (gradient accumulation fills a part)", AT_LEAST_ONE)
     batch_transitions: bool = _f(False, "one forward and backward for all window transitions of a micro-batch "
                                         "instead of one per transition (the same gradient to float rounding; more "
-                                        "memory; slower on a 2-core CPU: benchmarks/results/stages.md)")
+                                        "memory; no faster on a 2-core CPU: benchmarks/results/stages.md)")
     max_nan_updates: int = _f(3, "stop after this many consecutive NaN losses or gradients", AT_LEAST_ONE)
     # -- data, evaluation, run ---------------------------------------------------------------
     prompts: str | None = _f(None, "text file with one training prompt per line", type=str,
