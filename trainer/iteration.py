@@ -12,6 +12,9 @@ One iteration (docs/algorithm.md §3–4):
    micro-batch the policy is the rollout policy, so ``max|log r|`` is logged as the numerics bar.
 5. The window schedule advances.
 
+With ``--pipeline one-step-off`` step 4 trains the previous iteration's batch while this batch is
+scored, and this batch waits for the next iteration (:mod:`trainer.one_step_off`).
+
 Every random draw of an iteration derives from (seed, iteration, purpose) (:mod:`mixgrpo.algorithm.seeds`), so a resumed
 run repeats exactly.
 """
@@ -34,8 +37,8 @@ from mixgrpo.rewards import RewardSet, weighted_mean
 from .config import TrainConfig
 from .data import PromptSampler
 from .phases import phase
-from .processes import Processes, open_processes
 from .one_step_off import PendingBatch
+from .processes import Processes, open_processes
 from .reward_stage import ScoringStage
 from .signals import IterationAbandoned
 from .update import PolicyUpdate
