@@ -3,8 +3,9 @@
 A checkpoint is a folder ``checkpoints/iter-000040/`` holding ``weights.safetensors`` (the trainable
 parameters by name), ``optimizer.pt`` and ``state.json`` (iteration, prompt cursor, window-schedule
 state, metrics so far) plus ``rng.pt``, and with ``--pipeline one-step-off`` ``pending.safetensors``
-(the batch the next iteration trains on, :mod:`trainer.one_step_off`). It is written under a temporary name and renamed into place,
-so a killed run never leaves a half-written checkpoint; only the newest ``keep`` are kept.
+(the batch the next iteration trains on, :mod:`trainer.one_step_off`). It is written under a
+temporary name and renamed into place, so a killed run never leaves a half-written checkpoint; only
+the newest ``keep`` are kept.
 ``.pt`` files are read back with ``torch.load(weights_only=True)``.
 
 A checkpoint can still be damaged after it was written (a full disk, a copy cut short, a bad

@@ -41,8 +41,6 @@ from mixgrpo.algorithm.rollout import Transition, select_rows
 
 from .loss import policy_log_probs
 
-PIPELINES = ("on-policy", "one-step-off")
-
 
 @dataclass
 class PendingBatch:
