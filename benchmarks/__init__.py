@@ -8,12 +8,14 @@ def write_results(out, name: str, text: str, data) -> None:
     write_table_file(Path(out) / f"{name}.md", text, data)
 
 
-def write_table_file(path, text: str, data) -> None:
-    """``path`` (a Markdown table) and the ``.json`` beside it (every figure); the table on stdout. None: stdout only."""
+def write_table_file(path, text: str, data, echo: bool = True) -> None:
+    """``path`` (a Markdown table) and the ``.json`` beside it (every figure); with ``echo`` the table on stdout.
+    None: stdout only."""
     import json
     from pathlib import Path
 
-    print(text)
+    if echo:
+        print(text)
     if path is None:
         return
     path = Path(path)

@@ -13,9 +13,10 @@ Rows, each the mean over ``--iterations`` iterations after one warm-up iteration
 - **trainer.run --compile**: the same with each transformer block compiled; the compile time is
   reported apart (``compile_s``) and left out of its seconds per iteration.
 
-Model FLOP utilisation is :mod:`benchmarks.gpu_flux`'s: ``(network_evals · F_fwd + trained_rows ·
-3·F_fwd) / seconds / peak``. The goal: trainer.run within 5 % of the direct path in time and 1.1× in
-peak memory; with --compile, at least 50 % MFU.
+FLOP utilisation is :mod:`benchmarks.gpu_flux`'s hardware count (HFU): ``(network_evals · F_fwd +
+trained_rows · 3·F_fwd) / seconds / peak``, one recomputation per trained row under full
+checkpointing included. The goal: trainer.run within 5 % of the direct path in time and 1.1× in
+peak memory; with --compile, at least 50 % HFU.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def trainer_run(args, folder: Path, run_dir: Path, f_fwd: float, compile: bool) 
 
 
 def summarise(label: str, rows: list[dict], f_fwd: float, args) -> dict:
-    """Mean seconds (compile time left out), peak memory and MFU of ``rows``."""
+    """Mean seconds (compile time left out), peak memory and HFU (the ``mfu`` key) of ``rows``."""
     seconds = sum(r["seconds"] - r.get("compile_s", 0.0) for r in rows) / len(rows)
     peaks = [r["peak_memory_gib"] for r in rows if r.get("peak_memory_gib") is not None]
     flops = (rows[-1]["network_evals"] * f_fwd
@@ -134,7 +135,7 @@ def run(args) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| path | s / iteration | × direct | peak GiB | × direct | MFU | compile s | max abs log r |",
+    lines = [header, "", "| path | s / iteration | × direct | peak GiB | × direct | HFU | compile s | max abs log r |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "–"

@@ -1,4 +1,4 @@
-"""Full-size FLUX.1-dev architecture, random bf16 weights: seconds per iteration, peak memory and MFU.
+"""Full-size FLUX.1-dev architecture, random bf16 weights: seconds per iteration, peak memory and HFU.
 
     python -m benchmarks.gpu_flux                       # CUDA: 512² and 720², DanceGRPO 25/14, MixGRPO, Flash*
     python -m benchmarks.gpu_flux --preset tiny --device cpu --resolutions 64   # the same code path, tiny
@@ -10,13 +10,15 @@ blocks, 3072 wide, 16-channel latents, guidance embedding) and random weights; t
 shape; the text encoders are small random stand-ins that emit FLUX's conditioning sizes (T5 4096 ×
 512 tokens, CLIP pooled 768), encoded once per prompt and cached like the trainer does.
 
-Model FLOP utilisation::
+Hardware FLOP utilisation (the ``mfu`` key and the table's "HFU" column)::
 
-    MFU = (network_evals · F_fwd + trained_rows · F_train) / seconds / peak
+    HFU = (network_evals · F_fwd + trained_rows · F_train) / seconds / peak
 
 ``F_fwd`` (one forward of one sample) and ``F_train = 3·F_fwd`` are given by :func:`forward_flops`;
 ``trained_rows`` is window steps × samples (MixGRPO, Flash*) or 14 × samples (DanceGRPO 25/14).
-``peak`` is the GPU's dense bf16 rate (H100/H200 SXM: 989 TFLOP/s).
+``peak`` is the GPU's dense bf16 rate (H100/H200 SXM: 989 TFLOP/s). ``F_train`` counts the recomputation
+that full checkpointing does; the model's own FLOPs (``2·F_fwd`` per trained row, the MFU of
+:mod:`benchmarks.gpu_table1`) leave it out.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def run(args) -> list[dict]:
 def to_markdown(rows: list[dict], header: str) -> str:
     lines = [header, "",
              "| Resolution | Row | NFE | network evals / group | rollout s | reward s | update s | s / iteration "
-             "| ÷ DanceGRPO | peak GiB | PFLOP | MFU |",
+             "| ÷ DanceGRPO | peak GiB | PFLOP | HFU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "–"
