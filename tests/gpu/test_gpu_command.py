@@ -7,7 +7,8 @@ Skipped, with the reason, where CUDA is absent (CI has no GPU); run on a GPU mac
 (b) a pipeline with FLUX.1-dev's block shapes and random weights, saved in diffusers layout as bf16
     safetensors, LoRA, two iterations, with ``--compile`` and without;
 (c) FLUX's layout at a third of the width, ``--sharding fsdp --full-finetune`` on one process, with
-    ``--fsdp-offload`` and without.
+    ``--fsdp-offload`` and without;
+(d) the scorer stage on its own CUDA stream against the sequential order, and the one-step-off pipeline.
 """
 
 import json
@@ -109,3 +110,22 @@ def test_flux_dev_shaped_lora_with_and_without_compile(tmp_path, flux_dev_slice)
     assert compiled[0]["reward_mean"] == pytest.approx(plain[0]["reward_mean"], abs=0.02)
     for run in ("plain", "compiled"):
         assert (tmp_path / run / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_scorer_on_its_own_stream_matches_the_sequential_order_and_one_step_off_trains(tmp_path):
+    common = ["--iterations", 3, "--eval-prompts", one_prompt(tmp_path), "--eval-seeds", 1, "--run-dir", tmp_path]
+    trainer_run(*common, "--name", "sequential", "--reward-stage", "sequential")
+    trainer_run(*common, "--name", "overlapped", "--reward-stage", "overlapped")
+    trainer_run(*common, "--name", "one_step_off", "--pipeline", "one-step-off")
+    sequential, overlapped = metrics(tmp_path / "sequential"), metrics(tmp_path / "overlapped")
+    for a, b in zip(sequential, overlapped):
+        assert b["scorer_s"] > 0 and b["failed_samples"] == 0
+        # the same samples scored: the images read on the scorer's stream are the finished ones (a read
+        # that raced the rollout's kernels would score unfinished latents); per-group batches round apart
+        assert b["reward_mean"] == pytest.approx(a["reward_mean"], abs=0.02)
+        assert b["first_max_abs_log_ratio"] < ON_POLICY_BAR
+    rows = metrics(tmp_path / "one_step_off")
+    assert [r["updated_batch"] for r in rows] == [0, 1, 2] and rows[0]["updates"] == 0
+    assert rows[1]["importance_ratio_max"] == pytest.approx(1.0, abs=1e-3)  # no step since batch 1 was drawn
+    assert all(0.5 < r["importance_ratio_mean"] < 2.0 for r in rows[1:])
+    assert (tmp_path / "one_step_off" / "lora" / "pytorch_lora_weights.safetensors").is_file()
