@@ -37,6 +37,7 @@ checkpointing is work the hardware does but the model does not need, so it count
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -212,6 +213,7 @@ def main(argv=None) -> list[dict]:
         started = time.perf_counter()
         folder = gpu_flux.write_pipeline_folder(args.preset, work / "model", args.device, dtype)
         if args.device.startswith("cuda"):
+            gc.collect()  # the pipeline built to write the folder, reference cycles included
             torch.cuda.empty_cache()  # every trainer.run finds the GPU's memory free (auto checkpointing reads it)
         print(f"{args.preset} written in {time.perf_counter() - started:.0f}s", flush=True)
         for resolution in args.resolutions:
