@@ -65,32 +65,40 @@ def direct(args) -> tuple[dict, float]:
     return summarise("direct", rows, f_fwd, args), f_fwd
 
 
-def cli_flags(args, folder: Path, run_dir: Path, name: str) -> list[str]:
-    """The trainer.run flags of the direct path's configuration (gpu_flux.make_trainer)."""
+def cli_flags(args, folder: Path, run_dir: Path, name: str, algo: str, iterations: int,
+              checkpointing: str = "full") -> list[str]:
+    """The trainer.run flags of the direct path's configuration (gpu_flux.make_trainer): ``args`` gives the device,
+    resolution, group, LoRA rank and micro-batch."""
     eval_file = run_dir / "eval_prompt.txt"
     eval_file.write_text("a red circle\n")  # one held-out prompt, one seed: the evaluations stay short
-    flags = ["--model", str(folder), "--device", args.device, "--algo", args.algo,
+    flags = ["--model", str(folder), "--device", args.device, "--algo", algo,
              "--resolution", args.resolution, "--group-size", args.group, "--prompts-per-iter", 1,
-             "--lora-rank", args.lora_rank, "--lora-alpha", args.lora_rank, "--checkpointing", "full",
+             "--lora-rank", args.lora_rank, "--lora-alpha", args.lora_rank, "--checkpointing", checkpointing,
              "--steps", 25, "--window", 4, "--updates-per-iter", 1, "--micro-batch", args.micro_batch,
-             "--shift", 3.0, "--learning-rate", 1e-5, "--iterations", args.iterations + 1,
+             "--shift", 3.0, "--learning-rate", 1e-5, "--iterations", iterations,
              "--eval-prompts", eval_file, "--eval-seeds", 1, "--checkpoint-every", 1000,
              "--run-dir", run_dir, "--name", name,
              "--mixed-precision", "bf16" if args.device.startswith("cuda") else "no"]
     return [str(f) for f in flags]
 
 
-def trainer_run(args, folder: Path, run_dir: Path, f_fwd: float, compile: bool) -> dict:
-    """``python -m trainer.run`` as a subprocess; its rows after the first iteration."""
-    name = "compiled" if compile else "plain"
-    command = [sys.executable, "-m", "trainer.run", *cli_flags(args, folder, run_dir, name)]
-    command += ["--compile"] if compile else []
-    started = time.perf_counter()
+def run_trainer(flags: list[str], run_dir: Path, name: str, timeout: float | None = None) -> tuple[list[dict], str]:
+    """``python -m trainer.run <flags>`` as a subprocess: the rows of its ``metrics.jsonl`` and its stdout."""
+    command = [sys.executable, "-m", "trainer.run", *flags]
     done = subprocess.run(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                          text=True)
+                          text=True, timeout=timeout)
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     rows = [json.loads(line) for line in (run_dir / name / "metrics.jsonl").read_text().splitlines()]
+    return rows, done.stdout
+
+
+def trainer_run(args, folder: Path, run_dir: Path, f_fwd: float, compile: bool) -> dict:
+    """``python -m trainer.run`` as a subprocess; its rows after the first iteration."""
+    name = "compiled" if compile else "plain"
+    flags = cli_flags(args, folder, run_dir, name, args.algo, args.iterations + 1) + (["--compile"] if compile else [])
+    started = time.perf_counter()
+    rows, _ = run_trainer(flags, run_dir, name)
     label = "trainer.run --compile" if compile else "trainer.run"
     result = summarise(label, rows[1:], f_fwd, args)
     result["command_s"] = time.perf_counter() - started
@@ -104,14 +112,10 @@ def summarise(label: str, rows: list[dict], f_fwd: float, args) -> dict:
     peaks = [r["peak_memory_gib"] for r in rows if r.get("peak_memory_gib") is not None]
     flops = (rows[-1]["network_evals"] * f_fwd
              + gpu_flux.trained_rows(args.algo, 4, 25, args.group, 0.6) * 3 * f_fwd)
-    peak_rate = next((v for k, v in gpu_flux.PEAK_BF16.items() if k in device_name(args.device)), None)
+    peak_rate = gpu_flux.peak_rate(args.device)
     return {"row": label, "seconds": seconds, "peak_memory_gib": max(peaks) if peaks else None,
             "mfu": flops / seconds / peak_rate if peak_rate else None, "iterations": len(rows),
             "max_abs_log_ratio": max(r["first_max_abs_log_ratio"] for r in rows)}
-
-
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
 
 
 def run(args) -> list[dict]:
@@ -132,6 +136,15 @@ def run(args) -> list[dict]:
         if r["peak_memory_gib"] is not None and base["peak_memory_gib"]:
             r["memory_vs_direct"] = r["peak_memory_gib"] / base["peak_memory_gib"]
     return rows
+
+
+def versions() -> str:
+    """torch's version, and diffusers' where it is installed."""
+    try:
+        import diffusers
+    except ImportError:
+        return f"torch {torch.__version__}"
+    return f"torch {torch.__version__}, diffusers {diffusers.__version__}"
 
 
 def to_markdown(rows: list[dict], header: str) -> str:
@@ -163,15 +176,9 @@ def main(argv=None) -> list[dict]:
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     rows = run(args)
-    versions = f"torch {torch.__version__}"
-    try:
-        import diffusers
-        versions += f", diffusers {diffusers.__version__}"
-    except ImportError:
-        pass
     header = (f"# trainer.run against the direct path: {args.preset}, {args.resolution}², {args.algo}, on "
-              f"{device_name(args.device)}\n\nGroup {args.group}, one prompt per iteration, LoRA rank {args.lora_rank}, "
-              f"gradient checkpointing, micro-batch {args.micro_batch}, {versions}. Command: `python -m "
+              f"{gpu_flux.device_name(args.device)}\n\nGroup {args.group}, one prompt per iteration, LoRA rank "
+              f"{args.lora_rank}, gradient checkpointing, micro-batch {args.micro_batch}, {versions()}. Command: `python -m "
               f"benchmarks.gpu_cli {' '.join(sys.argv[1:] if argv is None else argv)}`")
     write_table_file(args.out, to_markdown(rows, header), rows)
     return rows

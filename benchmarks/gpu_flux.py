@@ -57,6 +57,17 @@ PRESETS = {
 }
 
 
+def device_name(device: str) -> str:
+    """The GPU's name (``torch.cuda.get_device_name``), or "CPU"."""
+    return torch.cuda.get_device_name() if str(device).startswith("cuda") else "CPU"
+
+
+def peak_rate(device: str) -> float | None:
+    """The device's dense bf16 FLOP/s from :data:`PEAK_BF16` (None: unknown, e.g. a CPU)."""
+    name = device_name(device)
+    return next((rate for key, rate in PEAK_BF16.items() if key in name), None)
+
+
 def build_pipeline(preset: str, device: str, dtype: torch.dtype):
     """A random-weight FluxPipeline with the preset's transformer and VAE shapes."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
@@ -157,8 +168,7 @@ def run(args) -> list[dict]:
     n_params = sum(p.numel() for p in model.transformer.parameters())
     print(f"transformer {n_params / 1e9:.2f} B parameters, LoRA {sum(p.numel() for p in params) / 1e6:.1f} M, "
           f"built in {time.perf_counter() - started:.0f}s", flush=True)
-    gpu = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    peak = next((v for k, v in PEAK_BF16.items() if k in gpu), None)
+    peak = peak_rate(args.device)
     rows = []
     for resolution in args.resolutions:
         f_fwd = forward_flops(model.transformer, resolution, text_tokens)
@@ -217,7 +227,7 @@ def main(argv=None) -> list[dict]:
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     rows = run(args)
-    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    gpu = device_name(args.device)
     precision = "bf16" if args.device.startswith("cuda") else "fp32"
     header = (f"# {args.preset}, random {precision} weights, on {gpu}\n\nGroup {args.group}, LoRA rank {args.lora_rank}, "
               f"gradient checkpointing, 25 steps, window 4, one prompt per iteration, micro-batch "

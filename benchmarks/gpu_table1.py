@@ -39,9 +39,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,11 +48,10 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks import gpu_flux, write_table_file
+from benchmarks import gpu_cli, gpu_flux, write_table_file
 from mixgrpo.cli import add_debug_flag, run_command
 from mixgrpo.models.checkpointing import checkpointed_count
 
-ROOT = Path(__file__).resolve().parent.parent
 STEPS, WINDOW = 25, 4
 ROWS = (  # (label, algorithm, whether its cost depends on the window's place)
     ("DanceGRPO 25/14", "dancegrpo", False),
@@ -65,37 +62,19 @@ ROWS = (  # (label, algorithm, whether its cost depends on the window's place)
 AUTO_LINE = re.compile(r"checkpointing: auto → (\w+)")
 
 
-def row_flags(args, algo: str, moves: bool, folder: Path, run_dir: Path, name: str) -> list[str]:
-    """The trainer.run command line of one row (the same on every row but the algorithm and its schedule)."""
-    eval_file = run_dir / "eval_prompt.txt"
-    eval_file.write_text("a red circle\n")  # one held-out prompt, one seed: the two evaluations stay short
-    iterations = 1 + (args.places if moves else args.constant_iterations)
-    schedule = ["--window-start", STEPS - 1 - WINDOW, "--shift-interval", 1] if moves else []
-    flags = ["--model", folder, "--device", args.device, "--algo", algo, "--resolution", args.resolution,
-             "--group-size", args.group, "--prompts-per-iter", 1, "--lora-rank", args.lora_rank,
-             "--lora-alpha", args.lora_rank, "--checkpointing", args.checkpointing, "--steps", STEPS,
-             "--window", WINDOW, *schedule, "--updates-per-iter", 1, "--micro-batch", args.micro_batch,
-             "--shift", 3.0, "--learning-rate", 1e-5, "--iterations", iterations, "--eval-prompts", eval_file,
-             "--eval-seeds", 1, "--eval-every", 0, "--checkpoint-every", 1000, "--run-dir", run_dir, "--name", name,
-             "--mixed-precision", "bf16" if args.device.startswith("cuda") else "no",
-             "--compile" if args.compile else "--no-compile"]
-    if args.batch_transitions:
-        flags.append("--batch-transitions")
-    return [str(f) for f in flags]
-
-
-def run_row(args, label: str, algo: str, moves: bool, folder: Path, work: Path) -> tuple[list[dict], str]:
-    """One ``python -m trainer.run``: its metrics rows and the checkpointing mode it used."""
+def run_row(args, algo: str, moves: bool, folder: Path, work: Path) -> tuple[list[dict], str]:
+    """One ``python -m trainer.run`` (the same flags on every row but the algorithm and its schedule): its metrics
+    rows and the checkpointing mode it used."""
     name = f"{algo}-{args.resolution}"
-    command = [sys.executable, "-m", "trainer.run", *row_flags(args, algo, moves, folder, work, name)]
-    print(f"{label} at {args.resolution}²: {' '.join(command[1:])}", flush=True)
-    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                          text=True, timeout=args.row_timeout)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    chosen = AUTO_LINE.search(done.stdout)
-    mode = chosen.group(1) if chosen else args.checkpointing
-    return [json.loads(line) for line in (work / name / "metrics.jsonl").read_text().splitlines()], mode
+    iterations = 1 + (args.places if moves else args.constant_iterations)
+    flags = gpu_cli.cli_flags(args, folder, work, name, algo, iterations, args.checkpointing)
+    flags += ["--eval-every", "0", "--compile" if args.compile else "--no-compile"]
+    flags += ["--window-start", str(STEPS - 1 - WINDOW), "--shift-interval", "1"] if moves else []
+    flags += ["--batch-transitions"] if args.batch_transitions else []
+    print(f"{algo} at {args.resolution}²: trainer.run {' '.join(flags)}", flush=True)
+    history, stdout = gpu_cli.run_trainer(flags, work, name, args.row_timeout)
+    chosen = AUTO_LINE.search(stdout)
+    return history, chosen.group(1) if chosen else args.checkpointing
 
 
 def summarise(args, label: str, algo: str, history: list[dict], mode: str, blocks: int, f_fwd: float,
@@ -164,18 +143,11 @@ def to_markdown(rows: list[dict], header: str) -> str:
 
 
 def header_text(args, argv) -> str:
-    versions = f"torch {torch.__version__}"
-    try:
-        import diffusers
-        versions += f", diffusers {diffusers.__version__}"
-    except ImportError:
-        pass
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     command = " ".join(sys.argv[1:] if argv is None else argv)
-    return (f"# Table 1 through trainer.run, run-averaged: {args.preset} on {device}\n\n"
+    return (f"# Table 1 through trainer.run, run-averaged: {args.preset} on {gpu_flux.device_name(args.device)}\n\n"
             f"Group {args.group}, one prompt per iteration, LoRA rank {args.lora_rank}, micro-batch {args.micro_batch}, "
             f"{STEPS} steps, window {WINDOW}, --checkpointing {args.checkpointing}, "
-            f"{'--compile' if args.compile else 'uncompiled'}, {versions}. Window places l = 0–{args.places - 1} once "
+            f"{'--compile' if args.compile else 'uncompiled'}, {gpu_cli.versions()}. Window places l = 0–{args.places - 1} once "
             f"each (the paper's 300 iterations at τ = 25 visit l = 0–11 equally). Command: "
             f"`python -m benchmarks.gpu_table1 {command}`")
 
@@ -204,8 +176,7 @@ def main(argv=None) -> list[dict]:
     if not 1 <= args.places <= STEPS - WINDOW:
         parser.error(f"--places must be within 1–{STEPS - WINDOW} (the window's places on {STEPS} steps)")
     header = header_text(args, argv)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    peak_rate = next((v for k, v in gpu_flux.PEAK_BF16.items() if k in device), None)
+    peak_rate = gpu_flux.peak_rate(args.device)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
@@ -222,7 +193,7 @@ def main(argv=None) -> list[dict]:
             for label, algo, moves in ROWS:
                 if args.rows and label not in args.rows:
                     continue
-                history, mode = run_row(args, label, algo, moves, folder, work)
+                history, mode = run_row(args, algo, moves, folder, work)
                 rows.append(summarise(args, label, algo, history, mode, blocks, f_fwd, peak_rate))
                 print(json.dumps(rows[-1]), flush=True)
                 if args.out is not None:  # a cut-short run keeps the rows it finished
